@@ -1,0 +1,149 @@
+"""ctypes mirror of bpf/include/hftpf_abi.h, the kernel/user contract.
+
+Never imports bcc: the pure-Python parts (replay, tests, status rendering) use it without root.
+tests/unit/test_abi_layout.py compares every struct and enum here with what a C compiler makes of
+the header, so a drift fails CI.
+"""
+from __future__ import annotations
+
+import ctypes
+import enum
+import ipaddress
+from typing import Union
+
+ABI_VERSION = 1
+MAX_VENUES = 63
+V4_MAPPED_PREFIX = 96
+PORT_INDEX_SIZE = 2 * 65536
+VENUE_NAME_LEN = 32
+IFNAME_LEN = 16
+
+MAP_META = "hftpf_meta"
+MAP_VENUE_HOSTS = "hftpf_venue_hosts"
+MAP_VENUE_PORTS = "hftpf_venue_ports"
+MAP_VENUE_INFO = "hftpf_venue_info"
+MAP_VENUE_STATS = "hftpf_venue_stats"
+MAP_VERDICT_STATS = "hftpf_verdict_stats"
+MAP_PKT_STATS = "hftpf_pkt_stats"
+PROG_XDP = "hftpf_xdp"
+
+# Every map the loader pins, in a stable order (pin names == map names).
+PINNED_MAPS = (MAP_META, MAP_VENUE_HOSTS, MAP_VENUE_PORTS, MAP_VENUE_INFO,
+               MAP_VENUE_STATS, MAP_VERDICT_STATS, MAP_PKT_STATS)
+
+
+class Verdict(enum.IntEnum):
+    PASS = 0
+    DROP = 1
+    MAX = 2
+
+
+class PktClass(enum.IntEnum):
+    VENUE = 0
+    OTHER_L4 = 1
+    NON_L4 = 2
+    FRAGMENT = 3
+    NON_IP = 4
+    TRUNCATED = 5
+    MAX = 6
+
+
+class Transport(enum.IntEnum):
+    TCP = 0
+    UDP = 1
+
+
+class StreamKind(enum.IntEnum):
+    ORDER_ENTRY = 0
+    MARKET_DATA = 1
+
+
+class AttachMode(enum.IntEnum):
+    NONE = 0
+    NATIVE = 1
+    GENERIC = 2
+
+
+class EventType(enum.IntEnum):
+    RESERVED0 = 0
+
+
+# enum name in C -> Python enum, for the layout test
+C_ENUMS = {
+    "hftpf_verdict": (Verdict, "HFTPF_VERDICT_"),
+    "hftpf_pkt_class": (PktClass, "HFTPF_PKT_"),
+    "hftpf_transport": (Transport, "HFTPF_TRANSPORT_"),
+    "hftpf_stream_kind": (StreamKind, "HFTPF_STREAM_"),
+    "hftpf_attach_mode": (AttachMode, "HFTPF_ATTACH_"),
+    "hftpf_event_type": (EventType, "HFTPF_EV_"),
+}
+
+u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
+
+
+class LpmKey(ctypes.Structure):
+    _fields_ = [("prefixlen", u32), ("addr", u8 * 16)]
+
+
+class VenueSet(ctypes.Structure):
+    _fields_ = [("mask", u64)]
+
+
+class VenueInfo(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char * VENUE_NAME_LEN), ("transport", u8), ("stream_kind", u8),
+                ("flags", u8), ("pad0", u8), ("latency_target_us", u32)]
+
+
+class Counter(ctypes.Structure):
+    _fields_ = [("packets", u64), ("bytes", u64)]
+
+
+class Meta(ctypes.Structure):
+    _fields_ = [("abi_version", u32), ("attach_mode", u32), ("ifindex", u32), ("agent_pid", u32),
+                ("attach_time_ns", u64), ("nvenues", u32), ("flags", u32),
+                ("ifname", ctypes.c_char * IFNAME_LEN), ("netns", ctypes.c_char * 32)]
+
+
+class EventHdr(ctypes.Structure):
+    _fields_ = [("type", u16), ("len", u16), ("cpu", u32), ("ts_ns", u64)]
+
+
+# C struct name -> mirror, for the layout tests
+C_STRUCTS = {
+    "hftpf_lpm_key": LpmKey,
+    "hftpf_venue_set": VenueSet,
+    "hftpf_venue_info": VenueInfo,
+    "hftpf_counter": Counter,
+    "hftpf_meta": Meta,
+    "hftpf_event_hdr": EventHdr,
+}
+
+# map name -> (key ctype, value ctype): what the loader and status expect; checked at load time.
+MAP_TYPES = {
+    MAP_META: (u32, Meta),
+    MAP_VENUE_HOSTS: (LpmKey, VenueSet),
+    MAP_VENUE_PORTS: (u32, VenueSet),
+    MAP_VENUE_INFO: (u32, VenueInfo),
+    MAP_VENUE_STATS: (u32, Counter),
+    MAP_VERDICT_STATS: (u32, Counter),
+    MAP_PKT_STATS: (u32, Counter),
+}
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+
+def lpm_key(net: Network) -> LpmKey:
+    """The trie key for a prefix: IPv6 as is, IPv4 v4-mapped with its prefix length + 96."""
+    key = LpmKey()
+    if net.version == 4:
+        key.prefixlen = V4_MAPPED_PREFIX + net.prefixlen
+        raw = ipaddress.IPv6Address("::ffff:" + str(net.network_address)).packed
+    else:
+        key.prefixlen = net.prefixlen
+        raw = net.network_address.packed
+    ctypes.memmove(key.addr, raw, 16)
+    return key
+
+
+def port_index(transport: Transport, port: int) -> int:
+    return (int(transport) << 16) | port
