@@ -33,7 +33,7 @@ command -v apt-get >/dev/null || fail "apt-get not found: this script supports D
 # ---- 1. packages ----------------------------------------------------------------------------------
 # Core: what the agent needs to compile, attach and run. Peers: real tools the tests and benchmarks
 # compare against (tshark, xdp-filter, prometheus, tcpreplay, QuickFIX's executor).
-core_pkgs=(python3-bpfcc bpfcc-tools libbpfcc python3-venv python3-pip iproute2 tcpdump gcc libc6-dev
+core_pkgs=(python3-bpfcc bpfcc-tools libbpfcc python3-venv python3-pip iproute2 iputils-ping tcpdump gcc libc6-dev
            sudo ca-certificates)
 peer_pkgs=(xdp-tools tshark tcpreplay prometheus tmux)
 case "$(. /etc/os-release; echo "${ID}")" in

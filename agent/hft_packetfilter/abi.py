@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import enum
 import ipaddress
+import struct
 from typing import Union
 
 ABI_VERSION = 1
@@ -17,19 +18,33 @@ V4_MAPPED_PREFIX = 96
 PORT_INDEX_SIZE = 2 * 65536
 VENUE_NAME_LEN = 32
 IFNAME_LEN = 16
+ALLOW_MAX_PER_PREFIX = 16
+FIRST_USER_RULE = 64
+PORT_PROTECTED = 0x1
+PTP_EVENT_PORT = 319
+PTP_GENERAL_PORT = 320
+CFG_VENUE_TRIE = 0x1
+CFG_ALLOW_TRIE = 0x2
 
 MAP_META = "hftpf_meta"
 MAP_VENUE_HOSTS = "hftpf_venue_hosts"
+MAP_VENUE_HOST = "hftpf_venue_host"
 MAP_VENUE_PORTS = "hftpf_venue_ports"
 MAP_VENUE_INFO = "hftpf_venue_info"
 MAP_VENUE_STATS = "hftpf_venue_stats"
 MAP_VERDICT_STATS = "hftpf_verdict_stats"
 MAP_PKT_STATS = "hftpf_pkt_stats"
+MAP_CONFIG = "hftpf_config"
+MAP_ALLOW_SRC = "hftpf_allow_src"
+MAP_ALLOW_HOST = "hftpf_allow_host"
+MAP_RULE_STATS = "hftpf_rule_stats"
+MAP_DROP_STATS = "hftpf_drop_stats"
 PROG_XDP = "hftpf_xdp"
 
 # Every map the loader pins, in a stable order (pin names == map names).
-PINNED_MAPS = (MAP_META, MAP_VENUE_HOSTS, MAP_VENUE_PORTS, MAP_VENUE_INFO,
-               MAP_VENUE_STATS, MAP_VERDICT_STATS, MAP_PKT_STATS)
+PINNED_MAPS = (MAP_META, MAP_CONFIG, MAP_VENUE_HOSTS, MAP_VENUE_HOST, MAP_VENUE_PORTS, MAP_VENUE_INFO,
+               MAP_VENUE_STATS, MAP_VERDICT_STATS, MAP_PKT_STATS, MAP_ALLOW_SRC, MAP_ALLOW_HOST,
+               MAP_RULE_STATS, MAP_DROP_STATS)
 
 
 class Verdict(enum.IntEnum):
@@ -64,6 +79,31 @@ class AttachMode(enum.IntEnum):
     GENERIC = 2
 
 
+class Mode(enum.IntEnum):
+    MONITOR = 0
+    ENFORCE = 1
+    DRY_RUN = 2
+
+
+class Reason(enum.IntEnum):
+    NONE = 0
+    UNKNOWN_SOURCE = 1
+    DENY_RULE = 2
+    RESERVED3 = 3
+    MAX = 4
+
+
+class Action(enum.IntEnum):
+    NONE = 0
+    ALLOW = 1
+    DENY = 2
+
+
+class Clock(enum.IntEnum):
+    MONO = 0
+    TAI = 1
+
+
 class EventType(enum.IntEnum):
     RESERVED0 = 0
 
@@ -75,6 +115,10 @@ C_ENUMS = {
     "hftpf_transport": (Transport, "HFTPF_TRANSPORT_"),
     "hftpf_stream_kind": (StreamKind, "HFTPF_STREAM_"),
     "hftpf_attach_mode": (AttachMode, "HFTPF_ATTACH_"),
+    "hftpf_mode": (Mode, "HFTPF_MODE_"),
+    "hftpf_reason": (Reason, "HFTPF_REASON_"),
+    "hftpf_rule_action": (Action, "HFTPF_ACTION_"),
+    "hftpf_clock": (Clock, "HFTPF_CLOCK_"),
     "hftpf_event_type": (EventType, "HFTPF_EV_"),
 }
 
@@ -85,8 +129,38 @@ class LpmKey(ctypes.Structure):
     _fields_ = [("prefixlen", u32), ("addr", u8 * 16)]
 
 
+class Addr(ctypes.Structure):
+    _fields_ = [("addr", u8 * 16)]
+
+
 class VenueSet(ctypes.Structure):
     _fields_ = [("mask", u64)]
+
+
+class PortInfo(ctypes.Structure):
+    _fields_ = [("venue_mask", u64), ("flags", u32), ("pad0", u32)]
+
+
+class AllowEntry(ctypes.Structure):
+    _fields_ = [("port_lo", u16), ("port_hi", u16), ("proto", u8), ("action", u8), ("pad0", u16),
+                ("rule_id", u32)]
+
+
+class AllowList(ctypes.Structure):
+    _fields_ = [("n", u32), ("pad0", u32), ("e", AllowEntry * ALLOW_MAX_PER_PREFIX)]
+
+
+class RuleCounter(ctypes.Structure):
+    _fields_ = [("packets", u64), ("bytes", u64), ("last_hit_ns", u64)]
+
+
+class DropCounter(ctypes.Structure):
+    _fields_ = [("dropped_packets", u64), ("dropped_bytes", u64), ("would_drop_packets", u64),
+                ("would_drop_bytes", u64)]
+
+
+class ProbeConfig(ctypes.Structure):
+    _fields_ = [("mode", u32), ("flags", u32)]
 
 
 class VenueInfo(ctypes.Structure):
@@ -100,8 +174,9 @@ class Counter(ctypes.Structure):
 
 class Meta(ctypes.Structure):
     _fields_ = [("abi_version", u32), ("attach_mode", u32), ("ifindex", u32), ("agent_pid", u32),
-                ("attach_time_ns", u64), ("nvenues", u32), ("flags", u32),
-                ("ifname", ctypes.c_char * IFNAME_LEN), ("netns", ctypes.c_char * 32)]
+                ("attach_time_ns", u64), ("nvenues", u32), ("max_rules", u32),
+                ("ifname", ctypes.c_char * IFNAME_LEN), ("netns", ctypes.c_char * 32),
+                ("clock", u32), ("flags", u32)]
 
 
 class EventHdr(ctypes.Structure):
@@ -111,7 +186,14 @@ class EventHdr(ctypes.Structure):
 # C struct name -> mirror, for the layout tests
 C_STRUCTS = {
     "hftpf_lpm_key": LpmKey,
+    "hftpf_addr": Addr,
     "hftpf_venue_set": VenueSet,
+    "hftpf_port_info": PortInfo,
+    "hftpf_allow_entry": AllowEntry,
+    "hftpf_allow_list": AllowList,
+    "hftpf_rule_counter": RuleCounter,
+    "hftpf_drop_counter": DropCounter,
+    "hftpf_config": ProbeConfig,
     "hftpf_venue_info": VenueInfo,
     "hftpf_counter": Counter,
     "hftpf_meta": Meta,
@@ -122,11 +204,17 @@ C_STRUCTS = {
 MAP_TYPES = {
     MAP_META: (u32, Meta),
     MAP_VENUE_HOSTS: (LpmKey, VenueSet),
-    MAP_VENUE_PORTS: (u32, VenueSet),
+    MAP_VENUE_HOST: (Addr, VenueSet),
+    MAP_CONFIG: (u32, ProbeConfig),
+    MAP_VENUE_PORTS: (u32, PortInfo),
     MAP_VENUE_INFO: (u32, VenueInfo),
     MAP_VENUE_STATS: (u32, Counter),
     MAP_VERDICT_STATS: (u32, Counter),
     MAP_PKT_STATS: (u32, Counter),
+    MAP_ALLOW_SRC: (LpmKey, AllowList),
+    MAP_ALLOW_HOST: (Addr, AllowList),
+    MAP_RULE_STATS: (u32, RuleCounter),
+    MAP_DROP_STATS: (u32, DropCounter),
 }
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -134,15 +222,15 @@ Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 def lpm_key(net: Network) -> LpmKey:
     """The trie key for a prefix: IPv6 as is, IPv4 v4-mapped with its prefix length + 96."""
-    key = LpmKey()
     if net.version == 4:
-        key.prefixlen = V4_MAPPED_PREFIX + net.prefixlen
-        raw = ipaddress.IPv6Address("::ffff:" + str(net.network_address)).packed
-    else:
-        key.prefixlen = net.prefixlen
-        raw = net.network_address.packed
-    ctypes.memmove(key.addr, raw, 16)
-    return key
+        return LpmKey.from_buffer_copy(_V4_KEY.pack(V4_MAPPED_PREFIX + net.prefixlen, _V4_MAPPED,
+                                                    net.network_address.packed))
+    return LpmKey.from_buffer_copy(_V6_KEY.pack(net.prefixlen, net.network_address.packed))
+
+
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+_V4_KEY = struct.Struct("=I12s4s")
+_V6_KEY = struct.Struct("=I16s")
 
 
 def port_index(transport: Transport, port: int) -> int:

@@ -22,6 +22,8 @@ EPILOG = """examples:
   sudo hftpf-agent attach eth0 --xdp-mode generic -i 5
   sudo hftpf-agent status --json            # counters of every attached probe, as JSON
   sudo hftpf-agent detach eth0              # remove the program and its pins (also after kill -9)
+  sudo hftpf-agent attach eth0 --mode enforce --rules /etc/hftpf/allow.yaml
+  sudo hftpf-agent allow add 203.0.113.0/24 --port 9001 --proto tcp
   sudo hftpf-agent demo -d 20               # self-contained lab in network namespaces
 """
 
@@ -93,18 +95,47 @@ def _summary_line(st) -> str:
     parts = [f"{v}={d['rx_packets']}p/{d['rx_bytes']}B" for v, d in st["venues"].items()]
     parts.append(f"other={st['unclassified']['rx_packets']}p")
     parts.append(f"pass={st['verdicts']['pass']} drop={st['verdicts']['drop']}")
+    would = sum(d["would_drop_packets"] for d in st["drops"].values())
+    if would:
+        parts.append(f"would_drop={would}")
     return time.strftime("%H:%M:%S ") + " ".join(parts)
+
+
+def _filter_mode(args, config) -> str:
+    mode = args.mode or config.analyzer.mode
+    if args.dry_run or (config.analyzer.dry_run and not args.mode):
+        return "dry-run"
+    return mode
+
+
+def _rules_path(args, config=None) -> str:
+    from .allowlist import DEFAULT_RULES_FILE
+
+    path = getattr(args, "rules", None) or (config.analyzer.rules_file if config is not None else None)
+    return os.path.abspath(path or DEFAULT_RULES_FILE)
 
 
 def cmd_attach(args) -> int:
     if (rc := _require_root("attach")) is not None:
         return rc
-    from .kernel.loader import Probe, ProbeError, pin_key
+    from . import allowlist as al
+    from .kernel import runstate
+    from .kernel.loader import (Probe, ProbeError, adopt, agent_alive, detach_interface, pin_dir, pin_key,
+                                pinned_status_alive, read_meta)
     from .kernel.status import interface_status
 
     config = _load_config(args.config)
+    config_text = open(args.config, encoding="utf-8").read() if args.config else ""
     mode = args.xdp_mode or config.analyzer.xdp_mode
-    probe = Probe(config, args.interface, mode=mode, netns=args.netns)
+    fmode = _filter_mode(args, config)
+    rules_file = _rules_path(args, config)
+    key = pin_key(args.interface, args.netns)
+    try:
+        rules = al.load_file(rules_file, max_rules=config.probe.max_rules)
+    except al.RuleError as e:
+        return _err(f"rules file: {e}")
+    probe = None
+    adopted = None
 
     def stop(signum, frame):
         raise _Stop()
@@ -112,13 +143,24 @@ def cmd_attach(args) -> int:
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         t0 = time.monotonic()
-        probe.load()
-        probe.attach()
-        took = time.monotonic() - t0
-        key = pin_key(args.interface, args.netns)
-        print(f"hftpf-agent: attached to {key} ({mode} XDP, {len(config.exchanges)} venues) in {took:.2f} s "
-              f"(compile+load {probe.compile_s:.2f} s); pins in {probe.pin_dir}; Ctrl-C or SIGTERM detaches",
-              file=sys.stderr, flush=True)
+        if pinned_status_alive(args.interface, args.netns):
+            meta = read_meta(pin_dir(args.interface, args.netns))
+            if meta is not None and agent_alive(meta.agent_pid):
+                raise ProbeError(f"{key} already has an hftpf probe attached by a running agent (pid "
+                                 f"{meta.agent_pid}); stop it, or run 'hftpf-agent detach {args.interface}'")
+            adopted = adopt(config, args.interface, args.netns, rules, fmode)
+            how = (f"re-adopted the pinned probe on {key} (its agent had died; the program kept filtering, "
+                   f"no detach)")
+        else:
+            probe = Probe(config, args.interface, mode=mode, netns=args.netns, rules=rules, filter_mode=fmode)
+            probe.load()
+            probe.attach()
+            how = (f"attached to {key} ({mode} XDP, compile+load {probe.compile_s:.2f} s)")
+        runstate.write(key, config_text, os.path.abspath(args.config) if args.config else None, rules_file,
+                       os.getpid())
+        print(f"hftpf-agent: {how} in {time.monotonic() - t0:.2f} s; mode {fmode}, {len(config.exchanges)} venues, "
+              f"{len(rules.rules)} allow rules from {rules_file}; pins in {pin_dir(args.interface, args.netns)}; "
+              f"Ctrl-C or SIGTERM detaches", file=sys.stderr, flush=True)
         _sd_notify("READY=1")
         deadline = time.monotonic() + args.duration if args.duration else None
         while deadline is None or time.monotonic() < deadline:
@@ -128,17 +170,23 @@ def cmd_attach(args) -> int:
                 print(json.dumps(st) if args.json else _summary_line(st), flush=True)
     except _Stop:
         pass
-    except ProbeError as e:
+    except (ProbeError, al.RuleError) as e:
+        if probe is not None:
+            probe.detach()
         return _err(str(e))
     finally:
         _sd_notify("STOPPING=1")
         for s, h in old.items():
             signal.signal(s, h)
-        try:
+    try:
+        if adopted is not None:
+            adopted.close()
+            detach_interface(args.interface, args.netns)
+        elif probe is not None:
             probe.detach()
-        except ProbeError as e:
-            _err(f"detach on exit: {e}")
-    print(f"hftpf-agent: detached from {args.interface}", file=sys.stderr)
+    except ProbeError as e:
+        return _err(f"detach on exit: {e}")
+    print(f"hftpf-agent: detached from {key}", file=sys.stderr)
     return 0
 
 
@@ -221,6 +269,177 @@ def cmd_status(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------ allow
+
+def _live_probes_for(rules_file: str):
+    """Pinned probes (attached, with or without a running agent) that enforce this rules file."""
+    from .kernel import runstate
+    from .kernel.loader import list_pinned, pinned_status_alive, split_pin_key
+
+    out = []
+    for key in list_pinned():
+        st = runstate.read(key)
+        if st and st.get("rules_file") and os.path.abspath(st["rules_file"]) == rules_file:
+            ifname, netns = split_pin_key(key)
+            if pinned_status_alive(ifname, netns):
+                out.append((key, st))
+    return out
+
+
+def _apply_live(rules_file: str, rs) -> list:
+    """Apply a rule set to every live probe using this file. Validates against each probe's venue
+    rules first, so a rule set that cannot be applied changes nothing."""
+    from . import allowlist as al
+    from . import config as cfg
+    from .kernel.loader import PIN_ROOT
+    from .kernel.probemaps import ProbeMaps
+
+    probes = _live_probes_for(rules_file)
+    plans = []
+    for key, st in probes:
+        conf = cfg.loads(st["config_text"], st.get("config_source") or "<attach config>")
+        al.compile_rules([*al.venue_rules(conf.exchanges), *rs.rules])  # raises RuleError, nothing applied
+        plans.append((key, conf))
+    for key, conf in plans:
+        with ProbeMaps.from_pins(os.path.join(PIN_ROOT, key)) as maps:
+            maps.apply(conf.exchanges, rs, maps.meta().max_rules)
+    return [k for k, _ in plans]
+
+
+def _log_change(action: str, detail: str) -> None:
+    """Every allow-list change is logged (syslog-style line on stderr; the audit trail adds it later)."""
+    user = os.environ.get("SUDO_USER") or os.environ.get("USER") or str(os.getuid())
+    print(f"hftpf-agent: allow-list {action} by {user}: {detail}", file=sys.stderr, flush=True)
+
+
+def cmd_allow(args) -> int:
+    from . import allowlist as al
+    from .kernel.bpfsys import BpfError
+    from .kernel.loader import ProbeError
+
+    rules_file = _rules_path(args)
+    act = args.allow_cmd
+    if act in ("list", "export"):
+        return _allow_show(args, rules_file)
+    if (rc := _require_root(f"allow {act}")) is not None:
+        return rc
+    try:
+        with al.locked(rules_file):
+            old = al.load_file(rules_file)
+            new = al.load_file(rules_file)
+            if act in ("add", "deny"):
+                rule = new.add("allow" if act == "add" else "deny", args.cidr, args.proto, args.port, args.venue,
+                               args.comment)
+                detail = f"{rule.action} {rule.src} {rule.proto} port {rule.ports_text()} (id {rule.id})"
+            elif act == "del":
+                gone = new.delete(args.what)
+                detail = "deleted " + ", ".join(f"{r.id} ({r.action} {r.src} port {r.ports_text()})" for r in gone)
+            elif act == "flush":
+                if not args.yes:
+                    return _err("allow flush removes every rule: add --yes to confirm")
+                detail = f"flushed {len(new.rules)} rules"
+                new.rules = []
+            elif act == "import":
+                with open(args.file, encoding="utf-8") as f:
+                    new = al.RuleSet.from_yaml(f.read(), args.file)
+                detail = f"imported {len(new.rules)} rules from {args.file}"
+            elif act == "protect":
+                proto, rng = al.parse_protect(args.spec)
+                if (proto, rng) in new.protect:
+                    raise al.RuleError(f"{args.spec} is already protected")
+                new.protect.append((proto, rng))
+                detail = f"protected {args.spec}"
+            elif act == "unprotect":
+                proto, rng = al.parse_protect(args.spec)
+                if (proto, rng) not in new.protect:
+                    raise al.RuleError(f"{args.spec} is not in the protect list")
+                new.protect.remove((proto, rng))
+                detail = f"unprotected {args.spec}"
+            else:  # pragma: no cover - argparse restricts
+                return _err(f"unknown allow command {act}")
+            al.compile_rules(new.rules)  # the whole set must compile before anything is written
+            al.save_file(rules_file, new)
+            try:
+                applied = _apply_live(rules_file, new)
+            except (al.RuleError, BpfError, ProbeError, OSError) as e:
+                al.save_file(rules_file, old)  # the old rules stay in force
+                _apply_live(rules_file, old)
+                raise al.RuleError(f"not applied, old rules kept: {e}") from None
+    except al.RuleError as e:
+        return _err(str(e))
+    except FileNotFoundError as e:
+        return _err(f"{e.filename}: no such file")
+    _log_change(act, detail)
+    where = f"; applied live to {', '.join(applied)}" if applied else "; no running probe uses this file"
+    if args.json:
+        print(json.dumps({"rules_file": rules_file, "change": detail, "applied_to": applied}))
+    else:
+        print(f"{detail} [{rules_file}{where}]")
+    return 0
+
+
+def _allow_show(args, rules_file: str) -> int:
+    from . import allowlist as al
+
+    try:
+        rs = al.load_file(rules_file)
+    except al.RuleError as e:
+        return _err(str(e))
+    if args.allow_cmd == "export":
+        text = rs.to_yaml()
+        if args.output:
+            al.save_file(args.output, rs)
+        else:
+            sys.stdout.write(text)
+        return 0
+    probes = {}
+    if os.geteuid() == 0:
+        from .kernel.loader import PIN_ROOT
+        from .kernel.probemaps import ProbeMaps
+        from .kernel.status import rules_with_hits
+
+        for key, st in _live_probes_for(rules_file):
+            with ProbeMaps.from_pins(os.path.join(PIN_ROOT, key)) as maps:
+                probes[key] = {"mode": _mode_name(maps), "rules": rules_with_hits(maps, st)}
+    doc = {"rules_file": rules_file,
+           "protect": [f"{p}/{lo}" if lo == hi else f"{p}/{lo}-{hi}" for p, (lo, hi) in rs.protect],
+           "rules": [r.to_dict() for r in rs.rules], "probes": probes}
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    con.print(f"rules file {rules_file}: {len(rs.rules)} rules; protected beyond the config: "
+              f"{', '.join(doc['protect']) or 'none'}")
+    if not probes:
+        t = Table(header_style="bold")
+        for c in ("id", "action", "src", "proto", "ports", "venue", "comment"):
+            t.add_column(c)
+        for r in rs.rules:
+            t.add_row(str(r.id), r.action, str(r.src), r.proto, r.ports_text(), r.venue or "", r.comment or "")
+        con.print(t)
+        con.print("(no running probe uses this file: no hit counters)")
+    for key, p in probes.items():
+        t = Table(title=f"{key} ({p['mode']})", header_style="bold")
+        for c in ("id", "action", "src", "proto", "ports", "venue", "hits", "bytes", "last hit", "comment"):
+            t.add_column(c, justify="right" if c in ("hits", "bytes") else "left")
+        for r in p["rules"]:
+            h = r["hits"]
+            last = time.strftime("%H:%M:%S", time.localtime(h["last_hit"])) if h["last_hit"] else "never"
+            t.add_row(r["id"], r["action"], r["src"], r["proto"], r["ports"], r.get("venue", ""), f"{h['packets']:,}",
+                      f"{h['bytes']:,}", last, r.get("comment", ""))
+        con.print(t)
+    return 0
+
+
+def _mode_name(maps) -> str:
+    from .kernel.loader import FILTER_MODE_NAME
+
+    return FILTER_MODE_NAME.get(maps.mode(), "monitor")
+
+
 # ------------------------------------------------------------------------------------------------ demo
 
 def cmd_demo(args) -> int:
@@ -273,8 +492,60 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("-d", "--duration", type=float, default=0, help="detach after this many seconds (0 = run until stopped)")
     a.add_argument("-j", "--json", action="store_true", help="print each summary as a JSON status document")
     a.add_argument("-q", "--quiet", action="store_true", help="no periodic summaries")
+    a.add_argument("--mode", choices=("monitor", "enforce"),
+                   help="allow-list mode: monitor counts what enforce would drop and passes everything "
+                        "(default: the config's hft_analyzer.mode, itself monitor)")
+    a.add_argument("--dry-run", action="store_true",
+                   help="report enforce's decisions (would_drop counters), drop nothing")
+    a.add_argument("--rules", metavar="FILE", help="allow-list rules file (default: the config's "
+                   "hft_analyzer.rules_file, else /etc/hftpf/allow.yaml)")
     netns_opt(a)
     a.set_defaults(func=cmd_attach)
+
+    al = add("allow", "firewall-style allow-list for protected venue ports (applied live to running probes)",
+             "Protected ports: the ports of every unicast exchange in the config (its hosts are allowed\n"
+             "implicitly, shown as venue:NAME) plus those added with 'allow protect'. In enforce mode a\n"
+             "packet to a protected port passes only if an allow rule covers its source. ARP, NDP, PTP,\n"
+             "LLDP, LACP and traffic to unprotected ports (ssh!) always pass.\n\n"
+             "examples:\n  sudo hftpf-agent allow add 203.0.113.0/24 --port 9001 --proto tcp --venue NYSE\n"
+             "  sudo hftpf-agent allow deny 203.0.113.66 --comment 'compromised host'\n"
+             "  sudo hftpf-agent allow list --json\n  sudo hftpf-agent allow del 65\n"
+             "  sudo hftpf-agent allow protect udp/26400-26410\n"
+             "  hftpf-agent allow export > rules.yaml; sudo hftpf-agent allow import rules.yaml")
+    alsub = al.add_subparsers(dest="allow_cmd", metavar="ACTION", required=True)
+
+    def rules_opt(sp):
+        sp.add_argument("--rules", metavar="FILE", help="rules file (default /etc/hftpf/allow.yaml)")
+        sp.add_argument("-j", "--json", action="store_true", help="machine-readable output")
+
+    for name, help_ in (("add", "allow a source CIDR to protected ports"), ("deny", "deny a source CIDR explicitly")):
+        sp = alsub.add_parser(name, help=help_, description=help_)
+        sp.add_argument("cidr", metavar="CIDR", help="source address or prefix, IPv4 or IPv6")
+        sp.add_argument("--port", help="destination port P or range P-Q (default: any)")
+        sp.add_argument("--proto", default="any", help="tcp, udp or any (default any)")
+        sp.add_argument("--venue", help="venue label for reports")
+        sp.add_argument("--comment", help="free text kept with the rule")
+        rules_opt(sp)
+    sp = alsub.add_parser("del", help="delete a rule by id, or every rule with this exact source CIDR")
+    sp.add_argument("what", metavar="ID|CIDR")
+    rules_opt(sp)
+    sp = alsub.add_parser("list", help="the rules, with per-rule hits from running probes")
+    rules_opt(sp)
+    sp = alsub.add_parser("export", help="print the rules file (YAML; 'allow import' takes it back unchanged)")
+    sp.add_argument("-o", "--output", help="write to this file (atomically) instead of stdout")
+    rules_opt(sp)
+    sp = alsub.add_parser("import", help="replace every rule with those of FILE (validated first)")
+    sp.add_argument("file", metavar="FILE")
+    rules_opt(sp)
+    sp = alsub.add_parser("flush", help="remove every user rule (venue rules from the config stay)")
+    sp.add_argument("--yes", action="store_true", help="confirm")
+    rules_opt(sp)
+    for name, help_ in (("protect", "protect a port or range beyond the config's: tcp/P or udp/P-Q"),
+                        ("unprotect", "remove a port from the protect list")):
+        sp = alsub.add_parser(name, help=help_, description=help_)
+        sp.add_argument("spec", metavar="PROTO/PORTS")
+        rules_opt(sp)
+    al.set_defaults(func=cmd_allow)
 
     d = add("detach", "remove the probe from IFACE: XDP program and pins (works after the agent was killed)",
             "examples:\n  sudo hftpf-agent detach eth0")

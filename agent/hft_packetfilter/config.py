@@ -149,6 +149,8 @@ class Probe:
     ringbuf_kb: int = 4096
     payload_snaplen: int = 256
     rtt_samples: bool = True
+    max_rules: int = 16384          # allow-list rule ids (per-CPU hit counters: 24 B x CPUs each)
+    max_allow_prefixes: int = 16384  # distinct allow-list source prefixes
 
     def cflags(self, page_size: Optional[int] = None) -> List[str]:
         """The ``-D`` flags for the BPF compile (sizes, never text substitution).
@@ -165,6 +167,8 @@ class Probe:
             f"-DHFTPF_RINGBUF_PAGES={max(1, nbytes // page)}",
             f"-DHFTPF_PAYLOAD_SNAPLEN={self.payload_snaplen}",
             f"-DHFTPF_RTT_SAMPLES={int(self.rtt_samples)}",
+            f"-DHFTPF_MAX_RULES={self.max_rules}",
+            f"-DHFTPF_MAX_ALLOW_PREFIXES={self.max_allow_prefixes}",
         ]
 
 
@@ -555,6 +559,8 @@ class _Walker:
                 kw[key] = self.integer(v, path, 0, 1024)
             elif key == "rtt_samples":
                 kw[key] = self.boolean(v, path)
+            elif key in ("max_rules", "max_allow_prefixes"):
+                kw[key] = self.integer(v, path, 128, 1048576)
         return Probe(**kw)
 
     def exchanges(self, node: Optional[Node]) -> Tuple[Exchange, ...]:

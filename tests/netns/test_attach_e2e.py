@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from _wire import teardown_agents
+
 NS_TX, NS_RX = "hftpf-t-tx", "hftpf-t-rx"
 IF_TX, IF_RX = "hft-t-tx0", "hft-t-rx0"
 TX_IP, RX_IP = "198.18.5.1", "198.18.5.2"
@@ -58,7 +60,6 @@ def wait_for(pred, timeout=10.0, what=""):
 
 @pytest.fixture
 def lab(needs_kernel, tmp_path):
-    from hft_packetfilter.kernel.loader import ProbeError, detach_interface, pin_dir
     from hft_packetfilter.kernel.netlab import Lab, Link
 
     cfg = tmp_path / "venues.yaml"
@@ -70,15 +71,7 @@ def lab(needs_kernel, tmp_path):
         try:
             yield lab
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait(5)
-            if os.path.isdir(pin_dir(IF_RX, NS_RX)):
-                try:
-                    detach_interface(IF_RX, NS_RX)
-                except ProbeError:
-                    pass
+            teardown_agents(procs, IF_RX, NS_RX)
 
 
 def start_agent(lab, *extra):

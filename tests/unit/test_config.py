@@ -416,9 +416,11 @@ def test_merge_keys():
 
 
 def test_probe_cflags():
-    flags = config.Probe(max_flows=2048, ringbuf_kb=64, payload_snaplen=128, rtt_samples=False).cflags(page_size=4096)
+    flags = config.Probe(max_flows=2048, ringbuf_kb=64, payload_snaplen=128, rtt_samples=False,
+                         max_rules=1024, max_allow_prefixes=512).cflags(page_size=4096)
     assert flags == ["-DHFTPF_MAX_FLOWS=2048", "-DHFTPF_RINGBUF_BYTES=65536", "-DHFTPF_RINGBUF_PAGES=16",
-                     "-DHFTPF_PAYLOAD_SNAPLEN=128", "-DHFTPF_RTT_SAMPLES=0"]
+                     "-DHFTPF_PAYLOAD_SNAPLEN=128", "-DHFTPF_RTT_SAMPLES=0", "-DHFTPF_MAX_RULES=1024",
+                     "-DHFTPF_MAX_ALLOW_PREFIXES=512"]
     assert "-DHFTPF_RINGBUF_PAGES=1" in config.Probe(ringbuf_kb=64).cflags(page_size=65536)
 
 

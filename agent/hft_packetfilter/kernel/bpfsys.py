@@ -24,7 +24,10 @@ BPF_MAP_GET_NEXT_KEY = 4
 BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
 BPF_PROG_TEST_RUN = 10
+BPF_PROG_GET_FD_BY_ID = 13
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_MAP_LOOKUP_BATCH = 24
+BPF_MAP_UPDATE_BATCH = 26
 
 BPF_ANY = 0
 
@@ -50,6 +53,12 @@ class _ObjAttr(ctypes.Structure):
 class _ElemAttr(ctypes.Structure):
     _fields_ = [("map_fd", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("key", ctypes.c_uint64),
                 ("value", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+
+
+class _BatchAttr(ctypes.Structure):
+    _fields_ = [("in_batch", ctypes.c_uint64), ("out_batch", ctypes.c_uint64), ("keys", ctypes.c_uint64),
+                ("values", ctypes.c_uint64), ("count", ctypes.c_uint32), ("map_fd", ctypes.c_uint32),
+                ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
 
 
 class _InfoAttr(ctypes.Structure):
@@ -108,6 +117,15 @@ def obj_pin(fd: int, path: str) -> None:
     p = ctypes.create_string_buffer(os.fsencode(path))
     attr = _ObjAttr(pathname=ctypes.addressof(p), bpf_fd=fd)
     bpf(BPF_OBJ_PIN, attr, path)
+
+
+class _IdAttr(ctypes.Structure):
+    _fields_ = [("id", ctypes.c_uint32), ("next_id", ctypes.c_uint32), ("open_flags", ctypes.c_uint32)]
+
+
+def prog_fd_by_id(prog_id: int) -> int:
+    """A new fd for a loaded program by id (e.g. another tool's XDP program, for benchmarks)."""
+    return bpf(BPF_PROG_GET_FD_BY_ID, _IdAttr(id=prog_id), f"program id {prog_id}")
 
 
 def map_info(fd: int) -> MapInfo:
@@ -205,6 +223,12 @@ class Map:
             for i, v in enumerate(vals):
                 ctypes.memmove(ctypes.addressof(buf) + i * self._stride, ctypes.addressof(v), ctypes.sizeof(v))
             vptr = ctypes.addressof(buf)
+        elif isinstance(value, (bytes, bytearray)):
+            if len(value) != ctypes.sizeof(self.value_type):
+                raise BpfError(errno.EINVAL, f"update in {self.name}: {len(value)} bytes for a "
+                                             f"{ctypes.sizeof(self.value_type)}-byte value")
+            v = ctypes.create_string_buffer(bytes(value), len(value))
+            vptr = ctypes.addressof(v)
         else:
             v = value if isinstance(value, self.value_type) else self.value_type(value)
             vptr = ctypes.addressof(v)
@@ -237,6 +261,74 @@ class Map:
                 raise BpfError(e, f"iterating {self.name}: {os.strerror(e)}")
             cur = self.key_type.from_buffer_copy(nxt)
             yield cur
+
+    def items_batch(self, chunk: int = 4096) -> Iterator[Tuple[object, object]]:
+        """Every (key, value) with BPF_MAP_LOOKUP_BATCH, `chunk` entries per syscall (arrays and
+        hashes; a per-CPU value is the list of per-CPU values)."""
+        ks = ctypes.sizeof(self.key_type)
+        ncpu = possible_cpus() if self.percpu else 1
+        vstride = self._stride * ncpu
+        keys = ctypes.create_string_buffer(ks * chunk)
+        vals = ctypes.create_string_buffer(vstride * chunk)
+        token_in = ctypes.create_string_buffer(max(ks, 8))
+        token_out = ctypes.create_string_buffer(max(ks, 8))
+        first = True
+        while True:
+            attr = _BatchAttr(in_batch=0 if first else ctypes.addressof(token_in),
+                              out_batch=ctypes.addressof(token_out), keys=ctypes.addressof(keys),
+                              values=ctypes.addressof(vals), count=chunk, map_fd=self.fd)
+            ret = _libc.syscall(_nr(), BPF_MAP_LOOKUP_BATCH, ctypes.byref(attr), ctypes.sizeof(attr))
+            err = ctypes.get_errno() if ret < 0 else 0
+            if ret < 0 and err != errno.ENOENT:
+                raise BpfError(err, f"batch lookup in {self.name}: {os.strerror(err)}")
+            for i in range(attr.count):
+                k = self.key_type.from_buffer_copy(keys, i * ks)
+                if self.percpu:
+                    v = [self.value_type.from_buffer_copy(vals, i * vstride + c * self._stride) for c in range(ncpu)]
+                else:
+                    v = self.value_type.from_buffer_copy(vals, i * vstride)
+                yield k, v
+            if ret < 0:  # ENOENT: that was the last batch
+                return
+            ctypes.memmove(token_in, token_out, len(token_out))
+            first = False
+
+    def update_batch(self, keys: bytes, values: bytes, count: int, chunk: int = 16384) -> None:
+        """Write `count` packed keys and values (raw bytes, key/value sizes of this map) with
+        BPF_MAP_UPDATE_BATCH, falling back to one update per element where the kernel lacks batch
+        updates for this map type. Each element is still replaced atomically."""
+        ks, vs = ctypes.sizeof(self.key_type), ctypes.sizeof(self.value_type)
+        if self.percpu or len(keys) != ks * count or len(values) != vs * count:
+            raise BpfError(errno.EINVAL, f"batch update of {self.name}: sizes do not match {count} elements")
+        kbuf = ctypes.create_string_buffer(keys, len(keys) or 1)
+        vbuf = ctypes.create_string_buffer(values, len(values) or 1)
+        done = 0
+        while done < count:
+            n = min(chunk, count - done)
+            attr = _BatchAttr(keys=ctypes.addressof(kbuf) + done * ks, values=ctypes.addressof(vbuf) + done * vs,
+                              count=n, map_fd=self.fd)
+            ret = _libc.syscall(_nr(), BPF_MAP_UPDATE_BATCH, ctypes.byref(attr), ctypes.sizeof(attr))
+            if ret < 0:
+                e = ctypes.get_errno()
+                if e in (errno.EINVAL, errno.EOPNOTSUPP, 524) and done == 0 and attr.count == 0:
+                    for i in range(count):  # no batch support: element by element
+                        a = _ElemAttr(map_fd=self.fd, key=ctypes.addressof(kbuf) + i * ks,
+                                      value=ctypes.addressof(vbuf) + i * vs)
+                        bpf(BPF_MAP_UPDATE_ELEM, a, f"update in {self.name}")
+                    return
+                raise BpfError(e, f"batch update of {self.name} after {done + attr.count} of {count}: "
+                                  f"{os.strerror(e)}")
+            done += n
+
+    def all_keys(self) -> List:
+        """Every key: batched where the kernel supports it for this map type, else one syscall each."""
+        try:
+            return [k for k, _ in self.items_batch(8192)]
+        except BpfError as e:
+            if e.errno not in (errno.EINVAL, errno.ENOTSUPP if hasattr(errno, "ENOTSUPP") else 524, 524,
+                               errno.EOPNOTSUPP):
+                raise
+            return list(self.keys())
 
     def sum_counters(self, key) -> Tuple[int, ...]:
         """Sum a per-CPU value of u64 fields over CPUs; returns a tuple in field order."""

@@ -91,15 +91,12 @@ def check_bcc() -> Dict[str, str]:
 
 
 def check_compile(config=None) -> Dict[str, str]:
-    from .loader import ProbeError, compile_probe, validate_maps
+    from .loader import ProbeError, load_xdp, validate_maps
 
     t0 = time.monotonic()
     try:
-        b = compile_probe(config)
+        b, _, clock = load_xdp(config)
         validate_maps(b)
-        from bcc import BPF
-
-        b.load_func(b"hftpf_xdp", BPF.XDP)
         b.cleanup()
     except ProbeError as e:
         return _item("probe compile+load", FAIL, str(e), "run tools/setup-host.sh; see the compiler message above")
@@ -108,7 +105,7 @@ def check_compile(config=None) -> Dict[str, str]:
                      "the kernel verifier refused the program: report this with 'hftpf-agent check --json'")
     dt = time.monotonic() - t0
     return _item("probe compile+load", OK if dt < 3 else WARN, f"BCC compiled and the verifier loaded the "
-                 f"XDP program in {dt:.2f} s", "" if dt < 3 else "slow compile: are kernel-internal headers included?")
+                 f"XDP program in {dt:.2f} s; clock {'TAI' if clock else 'monotonic (no bpf_ktime_get_tai_ns)'}", "" if dt < 3 else "slow compile: are kernel-internal headers included?")
 
 
 def check_tc() -> Dict[str, str]:

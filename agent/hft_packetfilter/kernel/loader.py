@@ -32,6 +32,8 @@ XDP_FLAGS_DRV_MODE = 1 << 2
 MODE_FLAGS = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
 MODE_ENUM = {"native": abi.AttachMode.NATIVE, "generic": abi.AttachMode.GENERIC}
 MODE_NAME = {int(v): k for k, v in MODE_ENUM.items()}
+FILTER_MODES = {"monitor": abi.Mode.MONITOR, "enforce": abi.Mode.ENFORCE, "dry-run": abi.Mode.DRY_RUN}
+FILTER_MODE_NAME = {v: k for k, v in FILTER_MODES.items()}
 
 
 class ProbeError(RuntimeError):
@@ -117,18 +119,19 @@ def xdp_state(ifname: str, netns: Optional[str] = None) -> Dict[str, object]:
 # ---------------------------------------------------------------------------------------------------
 # compile
 
-def cflags_for(config=None, extra: Optional[List[str]] = None) -> List[str]:
+def cflags_for(config=None, extra: Optional[List[str]] = None, clock_tai: bool = True) -> List[str]:
     """-D flags from the config (features and sizes are flags, never text substitution)."""
-    flags = [f"-I{bpf_dir()}", f"-I{bpf_dir() / 'include'}"]
+    flags = [f"-I{bpf_dir()}", f"-I{bpf_dir() / 'include'}", f"-DHFTPF_USE_TAI={int(clock_tai)}"]
     if config is not None:
         n_prefixes = sum(len(e.hosts) for e in config.exchanges)
         # room for live growth without reloading, never below the compiled default
         flags.append(f"-DHFTPF_MAX_HOST_PREFIXES={max(4096, 2 * n_prefixes)}")
+        flags += config.probe.cflags()
     flags += list(extra or [])
     return flags
 
 
-def compile_probe(config=None, extra_cflags: Optional[List[str]] = None):
+def compile_probe(config=None, extra_cflags: Optional[List[str]] = None, clock_tai: bool = True):
     """Compile bpf/hftpf.bpf.c with BCC; returns the BPF object. Raises ProbeError with the compiler's
     message when it fails."""
     try:
@@ -138,10 +141,27 @@ def compile_probe(config=None, extra_cflags: Optional[List[str]] = None):
                          "agent from a venv made with --system-site-packages (tools/setup-host.sh does both)")
     src = bpf_dir() / "hftpf.bpf.c"
     try:
-        return BPF(src_file=str(src).encode(), cflags=cflags_for(config, extra_cflags))
+        return BPF(src_file=str(src).encode(), cflags=cflags_for(config, extra_cflags, clock_tai))
     except Exception as e:  # BCC raises bare Exception on compile/load failure
         raise ProbeError(f"compiling {src} failed: {e}. Run 'hftpf-agent check' to see whether kernel "
                          "headers and BCC are set up (tools/setup-host.sh)") from None
+
+
+def load_xdp(config=None, extra_cflags: Optional[List[str]] = None):
+    """Compile and load the XDP program with the TAI clock, or with CLOCK_MONOTONIC on kernels whose
+    verifier does not know bpf_ktime_get_tai_ns (< 6.1). Returns (bpf, fn, clock)."""
+    from bcc import BPF
+
+    last = None
+    for tai in (True, False):
+        b = compile_probe(config, extra_cflags, clock_tai=tai)
+        try:
+            fn = b.load_func(abi.PROG_XDP.encode(), BPF.XDP)
+            return b, fn, abi.Clock.TAI if tai else abi.Clock.MONO
+        except Exception as e:
+            last = e
+            b.cleanup()
+    raise ProbeError(f"the kernel refused the XDP program: {last}")
 
 
 def validate_maps(b) -> None:
@@ -203,46 +223,41 @@ class Probe:
     """One compiled probe for one interface. Use attach()/detach(); safe to detach twice."""
 
     def __init__(self, config, ifname: str, mode: str = "native", netns: Optional[str] = None,
-                 extra_cflags: Optional[List[str]] = None):
+                 extra_cflags: Optional[List[str]] = None, rules=None, filter_mode: str = "monitor"):
         if mode not in MODE_FLAGS:
             raise ProbeError(f"unknown XDP mode {mode!r}: use native or generic")
+        if config is None:
+            from .. import config as cfg
+
+            config = cfg.default()
         self.config, self.ifname, self.mode, self.netns = config, ifname, mode, netns
         self.extra_cflags = extra_cflags
+        self.rules = rules
+        self.filter_mode = FILTER_MODES[filter_mode]
         self.bpf = None
         self.fn = None
+        self.maps = None
+        self.clock = abi.Clock.MONO
         self.attached = False
         self.pin_dir = pin_dir(ifname, netns)
         self.compile_s = 0.0
 
     # -- load -----------------------------------------------------------------------------------------
     def load(self) -> None:
-        t0 = time.monotonic()
-        self.bpf = compile_probe(self.config, self.extra_cflags)
-        validate_maps(self.bpf)
-        from bcc import BPF
+        """Compile, load, and fill every map (venues, allow-list, mode) before anything is attached,
+        so the first packet the program sees is already judged by the configured rules."""
+        from .probemaps import ProbeMaps
 
-        try:
-            self.fn = self.bpf.load_func(abi.PROG_XDP.encode(), BPF.XDP)
-        except Exception as e:
-            raise ProbeError(f"the kernel refused the XDP program: {e}") from None
+        t0 = time.monotonic()
+        self.bpf, self.fn, self.clock = load_xdp(self.config, self.extra_cflags)
+        validate_maps(self.bpf)
         self.compile_s = time.monotonic() - t0
-        self._fill_venues()
+        self.maps = ProbeMaps.from_bpf(self.bpf)
+        self.maps.apply(self.config.exchanges, self.rules, self.config.probe.max_rules, fresh=True)
+        self.maps.set_mode(self.filter_mode)
 
     def table(self, name: str):
         return self.bpf.get_table(name.encode())
-
-    def _fill_venues(self) -> None:
-        exchanges = self.config.exchanges if self.config is not None else ()
-        hosts, ports, infos = venue_tables(exchanges)
-        t_hosts, t_ports, t_info = (self.table(abi.MAP_VENUE_HOSTS), self.table(abi.MAP_VENUE_PORTS),
-                                    self.table(abi.MAP_VENUE_INFO))
-        for net, mask in hosts.items():
-            k = abi.lpm_key(net)
-            t_hosts[t_hosts.Key(k.prefixlen, k.addr)] = t_hosts.Leaf(mask)
-        for idx, mask in ports.items():
-            t_ports[ctypes.c_uint32(idx)] = t_ports.Leaf(mask)
-        for vid, info in infos.items():
-            t_info[ctypes.c_uint32(vid)] = t_info.Leaf.from_buffer_copy(info)
 
     def test_run(self, frame: bytes, repeat: int = 1) -> Dict[str, object]:
         """BPF_PROG_TEST_RUN of the loaded XDP program on one frame."""
@@ -267,17 +282,19 @@ class Probe:
             if state["prog_ids"]:
                 raise ProbeError(f"{self.ifname} already has an XDP program (id {state['prog_ids'][0]}) that is "
                                  f"not ours; remove it first (ip link set dev {self.ifname} xdp off)")
+            # Pin first: from the moment the program sees a packet, status/detach can find it.
+            try:
+                self._pin(ifindex)
+            except Exception:
+                shutil.rmtree(self.pin_dir, ignore_errors=True)
+                raise
             flags = MODE_FLAGS[self.mode] | XDP_FLAGS_UPDATE_IF_NOEXIST
             try:
                 BPF.attach_xdp(self.ifname.encode(), self.fn, flags)
             except Exception as e:
+                shutil.rmtree(self.pin_dir, ignore_errors=True)
                 raise ProbeError(_attach_error(self.ifname, self.mode, str(e))) from None
         self.attached = True
-        try:
-            self._pin(ifindex)
-        except Exception:
-            self.detach()
-            raise
 
     def _pin(self, ifindex: int) -> None:
         os.makedirs(self.pin_dir, exist_ok=True)
@@ -285,17 +302,19 @@ class Probe:
             bpfsys.obj_pin(self.table(name).map_fd, os.path.join(self.pin_dir, name))
         bpfsys.obj_pin(self.fn.fd, os.path.join(self.pin_dir, abi.PROG_XDP))
         meta = abi.Meta(abi_version=abi.ABI_VERSION, attach_mode=int(MODE_ENUM[self.mode]), ifindex=ifindex,
-                        agent_pid=os.getpid(), attach_time_ns=time.time_ns(),
-                        nvenues=len(self.config.exchanges) if self.config is not None else 0)
+                        agent_pid=os.getpid(), attach_time_ns=time.time_ns(), nvenues=len(self.config.exchanges),
+                        max_rules=self.config.probe.max_rules, clock=int(self.clock))
         meta.ifname = self.ifname.encode()
         meta.netns = (self.netns or "").encode()
-        t = self.table(abi.MAP_META)
-        t[ctypes.c_uint32(0)] = t.Leaf.from_buffer_copy(meta)
+        self.maps.write_meta(meta)
 
     def detach(self) -> None:
         if self.attached:
             detach_interface(self.ifname, self.netns)
             self.attached = False
+        if self.maps is not None:
+            self.maps.close()
+            self.maps = None
         if self.bpf is not None:
             self.bpf.cleanup()
             self.bpf = None
@@ -392,6 +411,9 @@ def detach_interface(ifname: str, netns: Optional[str] = None, wait_agent_s: flo
         if not os.path.isdir(pdir):  # the agent cleaned up itself
             report.update(removed_xdp=True, removed_pins=True)
             return report
+        if agent_alive(meta.agent_pid):
+            raise ProbeError(f"the agent (pid {meta.agent_pid}) did not stop within {wait_agent_s:.0f} s; "
+                             f"try again or kill it")
     try:
         state = xdp_state(ifname, netns)
     except ProbeError:
@@ -408,6 +430,33 @@ def detach_interface(ifname: str, netns: Optional[str] = None, wait_agent_s: flo
         report["removed_xdp"] = True
     shutil.rmtree(pdir, ignore_errors=False)
     report["removed_pins"] = True
+    from . import runstate
+
+    runstate.remove(pin_key(ifname, netns))
     with contextlib.suppress(OSError):
         os.rmdir(PIN_ROOT)  # only when empty
     return report
+
+
+def adopt(config, ifname: str, netns: Optional[str], rules, filter_mode: str):
+    """Take over an orphaned probe (pinned and attached, its agent gone) without detaching it, so an
+    enforcing allow-list never has an unfiltered window across an agent restart. The config and
+    rules are re-applied to the live maps and the meta records the new agent. Returns ProbeMaps."""
+    from .probemaps import ProbeMaps
+
+    pdir = pin_dir(ifname, netns)
+    maps = ProbeMaps.from_pins(pdir)
+    try:
+        meta = maps.meta()
+        if meta.abi_version != abi.ABI_VERSION:
+            raise ProbeError(f"the pinned probe speaks ABI {meta.abi_version}, this agent {abi.ABI_VERSION}: "
+                             f"detach it first (hftpf-agent detach {ifname})")
+        maps.apply(config.exchanges, rules, meta.max_rules)
+        maps.set_mode(FILTER_MODES[filter_mode])
+        meta.agent_pid = os.getpid()
+        meta.nvenues = len(config.exchanges)
+        maps.write_meta(meta)
+    except BaseException:
+        maps.close()
+        raise
+    return maps

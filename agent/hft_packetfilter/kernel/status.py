@@ -8,40 +8,38 @@ import time
 from typing import Dict, Optional
 
 from .. import abi
-from . import bpfsys
-from .loader import (MODE_NAME, PIN_ROOT, ProbeError, agent_alive, list_pinned, pinned_prog_id, read_meta,
+from . import runstate
+from .loader import (FILTER_MODE_NAME, MODE_NAME, PIN_ROOT, ProbeError, agent_alive, list_pinned, pinned_prog_id,
                      split_pin_key, xdp_state)
+from .probemaps import ProbeMaps
 
 
-def _open(pdir: str, name: str) -> bpfsys.Map:
-    return bpfsys.Map.pinned(os.path.join(pdir, name), *abi.MAP_TYPES[name])
-
-
-def _counter(packets: int, nbytes: int, prefix: str = "") -> Dict[str, int]:
-    return {f"{prefix}packets": packets, f"{prefix}bytes": nbytes}
-
-
-def interface_status(key: str) -> Dict[str, object]:
+def interface_status(key: str, with_rules: bool = False) -> Dict[str, object]:
     """Status of one pinned probe; key is the pin directory name (IF or NS:IF)."""
     pdir = os.path.join(PIN_ROOT, key)
     ifname, netns = split_pin_key(key)
-    meta = read_meta(pdir)
-    if meta is None:
+    if not os.path.exists(os.path.join(pdir, abi.MAP_META)):
         raise ProbeError(f"{pdir} holds no hftpf_meta pin: not an hftpf probe, or a partial one "
                          f"(hftpf-agent detach {ifname} removes it)")
-    if meta.abi_version != abi.ABI_VERSION:
-        raise ProbeError(f"the probe pinned for {key} speaks ABI {meta.abi_version}, this agent ABI "
-                         f"{abi.ABI_VERSION}: detach it with the agent that attached it, or detach and re-attach")
-    prog_id = pinned_prog_id(pdir)
     try:
-        attached = prog_id is not None and prog_id in xdp_state(ifname, netns)["prog_ids"]
-    except ProbeError:
-        attached = False
-    venues: Dict[str, Dict[str, object]] = {}
-    with _open(pdir, abi.MAP_VENUE_INFO) as info, _open(pdir, abi.MAP_VENUE_STATS) as stats:
-        for vid in range(1, meta.nvenues + 1):
-            vi = info.lookup(vid)
-            pk, by = stats.sum_counters(vid)
+        maps = ProbeMaps.from_pins(pdir)
+    except OSError as e:
+        raise ProbeError(f"cannot open the pinned maps in {pdir}: {e}; the probe was built by another "
+                         "version: detach and re-attach") from None
+    with maps:
+        meta = maps.meta()
+        if meta.abi_version != abi.ABI_VERSION:
+            raise ProbeError(f"the probe pinned for {key} speaks ABI {meta.abi_version}, this agent ABI "
+                             f"{abi.ABI_VERSION}: detach and re-attach")
+        prog_id = pinned_prog_id(pdir)
+        try:
+            attached = prog_id is not None and prog_id in xdp_state(ifname, netns)["prog_ids"]
+        except ProbeError:
+            attached = False
+        vstats = maps.counters(abi.MAP_VENUE_STATS, abi.MAX_VENUES + 1)
+        venues: Dict[str, Dict[str, object]] = {}
+        for vid, vi in maps.venue_infos(meta.nvenues).items():
+            pk, by = vstats[vid]
             venues[vi.name.decode(errors="replace")] = {
                 "id": vid,
                 "transport": abi.Transport(vi.transport).name.lower(),
@@ -49,38 +47,73 @@ def interface_status(key: str) -> Dict[str, object]:
                 "latency_target_us": vi.latency_target_us or None,
                 "rx_packets": pk, "rx_bytes": by,
             }
-        unclassified = _counter(*stats.sum_counters(0), prefix="rx_")
-    with _open(pdir, abi.MAP_VERDICT_STATS) as vs:
-        verdicts = {abi.Verdict(v).name.lower(): vs.sum_counters(v)[0] for v in range(abi.Verdict.MAX)}
-        verdict_bytes = {abi.Verdict(v).name.lower(): vs.sum_counters(v)[1] for v in range(abi.Verdict.MAX)}
-    with _open(pdir, abi.MAP_PKT_STATS) as ps:
-        classes = {abi.PktClass(c).name.lower(): ps.sum_counters(c)[0] for c in range(abi.PktClass.MAX)}
-    return {
-        "ifname": ifname,
-        "netns": netns,
-        "ifindex": meta.ifindex,
-        "attach_mode": MODE_NAME.get(meta.attach_mode, "none"),
-        "attached": attached,
-        "program_id": prog_id,
-        "attached_since": meta.attach_time_ns / 1e9,
-        "agent_pid": meta.agent_pid,
-        "agent_running": agent_alive(meta.agent_pid),
-        "pin_dir": pdir,
-        "venues": venues,
-        "unclassified": unclassified,
-        "verdicts": verdicts,
-        "verdict_bytes": verdict_bytes,
-        "packet_classes": classes,
-        "probe": {"abi_version": meta.abi_version,
-                  "truncated": classes["truncated"]},
-    }
+        vs = maps.counters(abi.MAP_VERDICT_STATS, abi.Verdict.MAX)
+        ps = maps.counters(abi.MAP_PKT_STATS, abi.PktClass.MAX)
+        ds = maps.counters(abi.MAP_DROP_STATS, abi.Reason.MAX)
+        mode = FILTER_MODE_NAME.get(maps.mode(), "monitor")
+        drops = {abi.Reason(r).name.lower(): {"dropped_packets": ds[r][0], "dropped_bytes": ds[r][1],
+                                              "would_drop_packets": ds[r][2], "would_drop_bytes": ds[r][3]}
+                 for r in (abi.Reason.UNKNOWN_SOURCE, abi.Reason.DENY_RULE)}
+        doc = {
+            "ifname": ifname,
+            "netns": netns,
+            "ifindex": meta.ifindex,
+            "attach_mode": MODE_NAME.get(meta.attach_mode, "none"),
+            "mode": mode,
+            "attached": attached,
+            "program_id": prog_id,
+            "attached_since": meta.attach_time_ns / 1e9,
+            "clock": abi.Clock(meta.clock).name.lower(),
+            "agent_pid": meta.agent_pid,
+            "agent_running": agent_alive(meta.agent_pid),
+            "pin_dir": pdir,
+            "venues": venues,
+            "unclassified": {"rx_packets": vstats[0][0], "rx_bytes": vstats[0][1]},
+            "verdicts": {abi.Verdict(v).name.lower(): vs[v][0] for v in range(abi.Verdict.MAX)},
+            "verdict_bytes": {abi.Verdict(v).name.lower(): vs[v][1] for v in range(abi.Verdict.MAX)},
+            "drops": drops,
+            "packet_classes": {abi.PktClass(c).name.lower(): ps[c][0] for c in range(abi.PktClass.MAX)},
+            "probe": {"abi_version": meta.abi_version, "max_rules": meta.max_rules,
+                      "truncated": ps[abi.PktClass.TRUNCATED][0]},
+        }
+        if with_rules:
+            doc["rules"] = rules_with_hits(maps, runstate.read(key))
+    return doc
 
 
-def status(key: Optional[str] = None) -> Dict[str, object]:
+def rules_with_hits(maps: ProbeMaps, state: Optional[dict]) -> list:
+    """The allow rules in force for a probe (venue rules from its config, user rules from its rules
+    file) with their kernel hit counters."""
+    from .. import allowlist as al
+    from .. import config as cfg
+
+    if not state:
+        return []
+    conf = cfg.loads(state["config_text"], state.get("config_source") or "<attach config>")
+    rs = al.load_file(state["rules_file"]) if state.get("rules_file") else al.RuleSet()
+    rules = [*al.venue_rules(conf.exchanges), *rs.rules]
+    hits = maps.rule_hits({r.id for r in rules})
+    out = []
+    for r in rules:
+        d = {"id": r.label, **{k: v for k, v in r.to_dict().items() if k != "id"}, "origin": r.origin}
+        h = hits.get(r.id, {"packets": 0, "bytes": 0, "last_hit_ns": 0})
+        d["hits"] = {"packets": h["packets"], "bytes": h["bytes"], "last_hit": _wall(h["last_hit_ns"], maps)}
+        out.append(d)
+    return out
+
+
+def _wall(ns: int, maps: ProbeMaps) -> Optional[float]:
+    """A rule's last hit (CLOCK_MONOTONIC, coarse) -> Unix time in seconds, or None for never."""
+    if not ns:
+        return None
+    return time.time() - (time.clock_gettime_ns(time.CLOCK_MONOTONIC) - ns) / 1e9
+
+
+def status(key: Optional[str] = None, with_rules: bool = False) -> Dict[str, object]:
     """The whole status document: {"abi_version", "time", "interfaces": {key: interface_status}}."""
     keys = [key] if key else list_pinned()
     if key and key not in list_pinned():
         raise ProbeError(f"no hftpf probe is attached to {key} (nothing pinned under {PIN_ROOT}/{key}); "
                          f"attach one with: hftpf-agent attach {key}")
     return {"abi_version": abi.ABI_VERSION, "time": time.time(),
-            "interfaces": {k: interface_status(k) for k in keys}}
+            "interfaces": {k: interface_status(k, with_rules) for k in keys}}

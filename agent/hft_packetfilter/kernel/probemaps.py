@@ -1,0 +1,192 @@
+"""Typed access to one probe's maps, by fd: from BCC right after loading, or from the pins later
+(another CLI process, a restarted agent, status after kill -9). Everything that writes venue
+tables, allow-list rules, the mode or the meta record goes through here, so a freshly loaded probe
+and a live, pinned one are updated by the same code.
+
+Live updates never open a window in which a packet covered both before and after the change is
+dropped: every trie key is replaced in one map update (the kernel swaps the node under RCU); new and
+changed keys are written before protection flags are raised and before stale keys are deleted.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from .. import abi
+from .. import allowlist as al
+from . import bpfsys
+
+
+class ProbeMaps:
+    def __init__(self, maps: Dict[str, bpfsys.Map]):
+        self.m = maps
+
+    # -- construction ---------------------------------------------------------------------------------
+    @classmethod
+    def from_pins(cls, pdir: str) -> "ProbeMaps":
+        maps = {}
+        try:
+            for name in abi.PINNED_MAPS:
+                maps[name] = bpfsys.Map.pinned(os.path.join(pdir, name), *abi.MAP_TYPES[name])
+        except BaseException:
+            for m in maps.values():
+                m.close()
+            raise
+        return cls(maps)
+
+    @classmethod
+    def from_bpf(cls, b) -> "ProbeMaps":
+        """Borrow the map fds of a BCC object (BCC keeps ownership)."""
+        return cls({name: bpfsys.Map(b.get_table(name.encode()).map_fd, *abi.MAP_TYPES[name], name=name,
+                                     owns_fd=False) for name in abi.PINNED_MAPS})
+
+    def close(self) -> None:
+        for m in self.m.values():
+            m.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- meta and mode --------------------------------------------------------------------------------
+    def meta(self) -> abi.Meta:
+        return self.m[abi.MAP_META].lookup(0)
+
+    def write_meta(self, meta: abi.Meta) -> None:
+        self.m[abi.MAP_META].update(0, meta)
+
+    def mode(self) -> abi.Mode:
+        return abi.Mode(self.m[abi.MAP_CONFIG].lookup(0).mode)
+
+    def set_mode(self, mode: abi.Mode) -> None:
+        cur = self.m[abi.MAP_CONFIG].lookup(0)
+        self.m[abi.MAP_CONFIG].update(0, abi.ProbeConfig(mode=int(mode), flags=cur.flags if cur else 0))
+
+    def _set_flags(self, flags: int) -> None:
+        cur = self.m[abi.MAP_CONFIG].lookup(0)
+        self.m[abi.MAP_CONFIG].update(0, abi.ProbeConfig(mode=cur.mode if cur else 0, flags=flags))
+
+    # -- venues and the allow-list --------------------------------------------------------------------
+    def apply(self, exchanges, ruleset: Optional[al.RuleSet], max_rules: int, fresh: bool = False) -> Dict[str, int]:
+        """Write venue tables, protected ports and allow rules for this config and rule set, replacing
+        whatever the maps held (fresh=True: the maps were just created empty, skip the scans for
+        stale entries). Returns counts of what was written/removed."""
+        from .loader import venue_tables  # venue classification tables (pure)
+
+        ruleset = ruleset or al.RuleSet()
+        for r in ruleset.rules:
+            if r.id >= max_rules:
+                raise al.RuleError(f"rule id {r.id} exceeds the probe's capacity ({max_rules}); raise probe.max_rules")
+        hosts, ports, infos = venue_tables(exchanges)
+        protected = al.protected_ports(exchanges, ruleset.protect)
+        chains = al.compile_chains([*al.venue_rules(exchanges), *ruleset.rules])
+
+        # 1. venue hosts (exact hosts in the hash, prefixes in the trie), venue info
+        vhost = [(_addr_bytes(n.version, int(n.network_address)), bytes(abi.VenueSet(mask=m)))
+                 for n, m in hosts.items() if n.prefixlen == n.max_prefixlen]
+        vtrie = [(bytes(abi.lpm_key(n)), bytes(abi.VenueSet(mask=m)))
+                 for n, m in hosts.items() if n.prefixlen != n.max_prefixlen]
+        for vid in range(1, abi.MAX_VENUES + 1):
+            self.m[abi.MAP_VENUE_INFO].update(vid, infos.get(vid, abi.VenueInfo()))
+        # 2. allow entries before protection flags, so a newly protected port never sees an empty list.
+        # Hosts (/32, /128) go to the hash, shorter prefixes to the trie (see hftpf_abi.h).
+        hosts_kv, trie_kv = [], []
+        for k, (_, entries) in chains.items():
+            ver, addr, plen = k
+            if plen == (32 if ver == 4 else 128):
+                hosts_kv.append((_addr_bytes(ver, addr), _allow_list(entries)))
+            else:
+                trie_kv.append((_lpm_key_bytes(k), _allow_list(entries)))
+        tables = ((abi.MAP_VENUE_HOST, vhost), (abi.MAP_VENUE_HOSTS, vtrie), (abi.MAP_ALLOW_HOST, hosts_kv),
+                  (abi.MAP_ALLOW_SRC, trie_kv))
+        for name, kv in tables:
+            self.m[name].update_batch(b"".join(k for k, _ in kv), b"".join(v for _, v in kv), len(kv))
+        # the tries are consulted only once they hold entries, and stop being consulted before
+        # their entries go (step 4)
+        self._set_flags((abi.CFG_VENUE_TRIE if vtrie else 0) | (abi.CFG_ALLOW_TRIE if trie_kv else 0))
+        # 3. port table: venue masks and protection flags
+        want: Dict[int, abi.PortInfo] = {}
+        for idx in set(ports) | set(protected):
+            want[idx] = abi.PortInfo(venue_mask=ports.get(idx, 0),
+                                     flags=abi.PORT_PROTECTED if protected.get(idx) else 0)
+        pm = self.m[abi.MAP_VENUE_PORTS]
+        current = {} if fresh else {k.value: v for k, v in pm.items_batch(16384) if v.venue_mask or v.flags}
+        for idx, v in want.items():
+            cur = current.get(idx)
+            if cur is None or (cur.venue_mask, cur.flags) != (v.venue_mask, v.flags):
+                pm.update(idx, v)
+        for idx in set(current) - set(want):
+            pm.update(idx, abi.PortInfo())
+        # 4. only now drop allow prefixes that no longer exist
+        removed = 0
+        if not fresh:
+            for name, kv in tables:
+                keep = {k for k, _ in kv}
+                m = self.m[name]
+                for k in m.all_keys():
+                    if bytes(k) not in keep:
+                        m.delete(k)
+                        removed += 1
+        return {"allow_prefixes": len(chains), "allow_removed": removed, "protected_ports": len(protected),
+                "venues": len(infos)}
+
+    # -- reading --------------------------------------------------------------------------------------
+    def venue_infos(self, nvenues: int) -> Dict[int, abi.VenueInfo]:
+        return {vid: self.m[abi.MAP_VENUE_INFO].lookup(vid) for vid in range(1, nvenues + 1)}
+
+    def counters(self, name: str, n: int) -> List[Tuple[int, ...]]:
+        """Per-CPU counters of a small per-CPU array, summed over CPUs, for indexes 0..n-1."""
+        out = [None] * n
+        for k, vals in self.m[name].items_batch(max(n, 1)):
+            if k.value < n:
+                fields = [f[0] for f in self.m[name].value_type._fields_]
+                out[k.value] = tuple(sum(getattr(v, f) for v in vals) for f in fields)
+        return out
+
+    def rule_hits(self, ids: Iterable[int]) -> Dict[int, Dict[str, int]]:
+        out = {}
+        m = self.m[abi.MAP_RULE_STATS]
+        for rid in ids:
+            vals = m.lookup(rid)
+            if vals is None:
+                continue
+            out[rid] = {"packets": sum(v.packets for v in vals), "bytes": sum(v.bytes for v in vals),
+                        "last_hit_ns": max(v.last_hit_ns for v in vals)}
+        return out
+
+    def reset_rule_stats(self, rid: int) -> None:
+        """Zero a rule's counters (a reused id must not inherit an old rule's hits)."""
+        self.m[abi.MAP_RULE_STATS].update(rid, abi.RuleCounter())
+
+
+_V4_KEY = struct.Struct("=I12s4s")
+_V6_KEY = struct.Struct("=I16s")
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+def _addr_bytes(ver: int, addr: int) -> bytes:
+    """struct hftpf_addr: IPv6, or IPv4 v4-mapped, network order."""
+    return _V4_MAPPED + addr.to_bytes(4, "big") if ver == 4 else addr.to_bytes(16, "big")
+
+
+def _lpm_key_bytes(key: Tuple[int, int, int]) -> bytes:
+    """(version, address int, prefix length) -> struct hftpf_lpm_key bytes (IPv4 v4-mapped)."""
+    ver, addr, plen = key
+    if ver == 4:
+        return _V4_KEY.pack(abi.V4_MAPPED_PREFIX + plen, _V4_MAPPED, addr.to_bytes(4, "big"))
+    return _V6_KEY.pack(plen, addr.to_bytes(16, "big"))
+
+
+_ENTRY = struct.Struct("=HHBBxxI")   # struct hftpf_allow_entry
+_LIST_HDR = struct.Struct("=I4x")     # struct hftpf_allow_list: n, pad
+_LIST_SIZE = ctypes.sizeof(abi.AllowList)
+
+
+def _allow_list(entries: List[Tuple]) -> bytes:
+    """The trie value as raw bytes (packing 100k values with struct is ~5x faster than ctypes)."""
+    raw = _LIST_HDR.pack(len(entries)) + b"".join(_ENTRY.pack(*e) for e in entries)
+    return raw + bytes(_LIST_SIZE - len(raw))
