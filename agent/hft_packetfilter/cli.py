@@ -25,6 +25,7 @@ EPILOG = """examples:
   sudo hftpf-agent attach eth0 --mode enforce --rules /etc/hftpf/allow.yaml
   sudo hftpf-agent allow add 203.0.113.0/24 --port 9001 --proto tcp
   sudo hftpf-agent demo -d 20               # self-contained lab in network namespaces
+  hftpf-agent replay day.pcap -c prod.yaml --json   # offline: decode, feeds, orders, books (no root)
 """
 
 
@@ -576,6 +577,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--xdp-mode", choices=("native", "generic"), default="native", help="default native (veth supports it)")
     m.add_argument("-j", "--json", action="store_true", help="print only a final JSON report")
     m.set_defaults(func=cmd_demo)
+
+    from . import replay as _replay
+
+    _replay.add_parser(sub)
     return p
 
 

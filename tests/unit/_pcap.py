@@ -1,8 +1,9 @@
-"""A small classic-pcap reader for tests: usec and nsec magic (either byte order), Ethernet with
-802.1Q / 802.1ad VLAN tags, IPv4, UDP and TCP payload extraction.
+"""Capture helpers for tests: thin wrappers over the package's reader (sources/pcap.py) and
+parser (sources/packet.py), plus frame and pcap *writers*.
 
-The IPv4 total length bounds the payload, so capture-device trailers after the IP packet (the OMI
-OUCH captures carry 16 such bytes) never leak into it.
+``read_packets`` yields IPv4 UDP/TCP packets of Ethernet captures (VLAN tags peeled, the first one
+reported). The IPv4 total length bounds the payload, so capture-device trailers after the IP packet
+(the OMI OUCH captures carry 16 such bytes) never leak into it.
 """
 from __future__ import annotations
 
@@ -13,12 +14,6 @@ from typing import Iterator, List, Optional, Union
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 
-_MAGIC = {
-    b"\xd4\xc3\xb2\xa1": ("<", 1000),   # usec, little-endian
-    b"\xa1\xb2\xc3\xd4": (">", 1000),   # usec, big-endian
-    b"\x4d\x3c\xb2\xa1": ("<", 1),      # nsec, little-endian
-    b"\xa1\xb2\x3c\x4d": (">", 1),      # nsec, big-endian
-}
 LINKTYPE_ETHERNET = 1
 
 
@@ -36,61 +31,38 @@ class Packet:
 
 
 def read_frames(path: Union[str, Path]) -> Iterator[tuple]:
-    """(ts_ns, linktype, frame bytes) for every record of a classic pcap file."""
-    data = Path(path).read_bytes()
-    if len(data) < 24 or data[:4] not in _MAGIC:
-        raise ValueError(f"{path}: not a classic pcap file")
-    endian, mult = _MAGIC[data[:4]]
-    linktype = struct.unpack_from(endian + "I", data, 20)[0]
-    rec = struct.Struct(endian + "IIII")
-    off = 24
-    while off + 16 <= len(data):
-        sec, frac, incl, _orig = rec.unpack_from(data, off)
-        off += 16
-        frame = data[off:off + incl]
-        off += incl
-        yield sec * 1_000_000_000 + frac * mult, linktype, frame
+    """(ts_ns, linktype, frame bytes) for every record of a capture (pcap or pcapng); a file that
+    is not a capture raises ValueError."""
+    from hft_packetfilter.sources.pcap import open_capture
+
+    with open_capture(path) as reader:
+        yield from reader
+
+
+def _packet(ev) -> Optional[Packet]:
+    if ev is None or ev.family != 4:
+        return None
+    tcp = ev.transport == "tcp"
+    return Packet(ev.ts_ns, ev.transport, ".".join(map(str, ev.src)), ".".join(map(str, ev.dst)),
+                  ev.sport, ev.dport, ev.payload, ev.vlans[0] if ev.vlans else None,
+                  ev.tcp_seq if tcp else None)
 
 
 def parse_frame(ts_ns: int, frame: bytes) -> Optional[Packet]:
-    """The UDP/TCP payload of an Ethernet frame, or None for anything else."""
-    if len(frame) < 14:
-        return None
-    etype = struct.unpack_from(">H", frame, 12)[0]
-    off = 14
-    vlan = None
-    while etype in (0x8100, 0x88A8) and off + 4 <= len(frame):
-        tci, etype = struct.unpack_from(">HH", frame, off)
-        if vlan is None:
-            vlan = tci & 0x0FFF
-        off += 4
-    if etype != 0x0800 or off + 20 > len(frame):
-        return None
-    vihl = frame[off]
-    ihl = (vihl & 0x0F) * 4
-    total = struct.unpack_from(">H", frame, off + 2)[0]
-    proto = frame[off + 9]
-    src = ".".join(str(b) for b in frame[off + 12:off + 16])
-    dst = ".".join(str(b) for b in frame[off + 16:off + 20])
-    ip_end = min(off + total, len(frame)) if total else len(frame)
-    l4 = off + ihl
-    if proto == 17 and l4 + 8 <= ip_end:
-        sport, dport, ulen = struct.unpack_from(">HHH", frame, l4)
-        end = min(l4 + ulen, ip_end) if ulen >= 8 else ip_end
-        return Packet(ts_ns, "udp", src, dst, sport, dport, frame[l4 + 8:end], vlan)
-    if proto == 6 and l4 + 20 <= ip_end:
-        sport, dport, seq = struct.unpack_from(">HHI", frame, l4)
-        doff = (frame[l4 + 12] >> 4) * 4
-        return Packet(ts_ns, "tcp", src, dst, sport, dport, frame[l4 + doff:ip_end], vlan, seq)
-    return None
+    """The UDP/TCP payload of an Ethernet frame (IPv4), or None for anything else."""
+    from hft_packetfilter.sources.packet import parse
+
+    return _packet(parse(frame, LINKTYPE_ETHERNET, ts_ns))
 
 
 def read_packets(path: Union[str, Path]) -> List[Packet]:
+    from hft_packetfilter.sources.packet import parse
+
     out = []
     for ts, linktype, frame in read_frames(path):
         if linktype != LINKTYPE_ETHERNET:
             continue
-        p = parse_frame(ts, frame)
+        p = _packet(parse(frame, linktype, ts))
         if p is not None:
             out.append(p)
     return out

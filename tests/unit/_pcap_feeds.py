@@ -1,25 +1,18 @@
-"""A small classic-pcap reader for the feed decoder tests (no scapy, no dpkt).
+"""Capture reading for the feed decoder tests: a thin wrapper over the package's reader
+(sources/pcap.py) and parser (sources/packet.py), plus decoder timing and fuzz helpers.
 
-Handles the libpcap file format with microsecond (0xa1b2c3d4) and nanosecond (0xa1b23c4d) magic in
-either byte order, link type 1 (Ethernet) with any number of 802.1Q / 802.1ad VLAN tags, IPv4 and
-IPv6, and UDP/TCP. It yields one :class:`Frame` per UDP datagram or TCP segment with a payload.
-IPv4 fragments other than the first are skipped (none of the corpus captures has them).
+Link types 1 (Ethernet, 802.1Q / 802.1ad tags peeled) and 101 (raw IP), IPv4 and IPv6, UDP/TCP.
+It yields one :class:`Frame` per UDP datagram or TCP segment. IPv4 fragments other than the first
+are skipped (none of the corpus captures has them).
 """
 from __future__ import annotations
 
 import dataclasses
-import struct
 from pathlib import Path
-from typing import Iterator, List, Optional, Union
+from typing import Iterator, List, Union
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 
-_MAGIC = {
-    b"\xd4\xc3\xb2\xa1": ("<", 1_000),  # usec, little-endian file
-    b"\xa1\xb2\xc3\xd4": (">", 1_000),
-    b"\x4d\x3c\xb2\xa1": ("<", 1),      # nsec
-    b"\xa1\xb2\x3c\x4d": (">", 1),
-}
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
 ETH_IPV4, ETH_IPV6, ETH_VLAN, ETH_QINQ = 0x0800, 0x86DD, 0x8100, 0x88A8
@@ -38,72 +31,25 @@ class Frame:
 
 
 def read_pcap(path: Union[str, Path]) -> Iterator[Frame]:
-    data = Path(path).read_bytes()
-    if len(data) < 24 or data[:4] not in _MAGIC:
-        raise ValueError(f"{path}: not a classic pcap file")
-    end, frac_ns = _MAGIC[data[:4]]
-    linktype = struct.unpack_from(end + "I", data, 20)[0]
-    rec = struct.Struct(end + "IIII")
-    off = 24
-    while off + 16 <= len(data):
-        sec, frac, incl, _orig = rec.unpack_from(data, off)
-        off += 16
-        pkt = data[off:off + incl]
-        off += incl
-        frame = _parse(pkt, linktype, sec * 1_000_000_000 + frac * frac_ns)
-        if frame is not None:
-            yield frame
+    from hft_packetfilter.sources.packet import parse
+    from hft_packetfilter.sources.pcap import open_capture
+
+    with open_capture(path) as reader:
+        for ts_ns, linktype, pkt in reader:
+            if linktype not in (LINKTYPE_ETHERNET, LINKTYPE_RAW):
+                continue
+            ev = parse(pkt, linktype, ts_ns)
+            if ev is not None:
+                yield _frame(ev)
 
 
-def _parse(pkt: bytes, linktype: int, ts_ns: int) -> Optional[Frame]:
-    vlans: List[int] = []
-    if linktype == LINKTYPE_ETHERNET:
-        if len(pkt) < 14:
-            return None
-        etype = struct.unpack_from("!H", pkt, 12)[0]
-        p = 14
-        while etype in (ETH_VLAN, ETH_QINQ) and p + 4 <= len(pkt):
-            tci, etype = struct.unpack_from("!HH", pkt, p)
-            vlans.append(tci & 0x0FFF)
-            p += 4
-    elif linktype == LINKTYPE_RAW:
-        etype = ETH_IPV6 if pkt[:1] and pkt[0] >> 4 == 6 else ETH_IPV4
-        p = 0
-    else:
-        return None
-    if etype == ETH_IPV4:
-        if p + 20 > len(pkt):
-            return None
-        ihl = (pkt[p] & 0x0F) * 4
-        total = struct.unpack_from("!H", pkt, p + 2)[0]
-        frag = struct.unpack_from("!H", pkt, p + 6)[0] & 0x1FFF
-        proto = pkt[p + 9]
-        src = ".".join(str(b) for b in pkt[p + 12:p + 16])
-        dst = ".".join(str(b) for b in pkt[p + 16:p + 20])
-        if frag:
-            return None
-        l4 = p + ihl
-        ip_end = min(len(pkt), p + total) if total else len(pkt)
-    elif etype == ETH_IPV6:
-        if p + 40 > len(pkt):
-            return None
-        plen = struct.unpack_from("!H", pkt, p + 4)[0]
-        proto = pkt[p + 6]
-        src = pkt[p + 8:p + 24].hex()
-        dst = pkt[p + 24:p + 40].hex()
-        l4 = p + 40
-        ip_end = min(len(pkt), l4 + plen)
-    else:
-        return None
-    if proto == 17 and l4 + 8 <= ip_end:
-        sport, dport, ulen = struct.unpack_from("!HHH", pkt, l4)
-        end = min(ip_end, l4 + ulen) if ulen >= 8 else ip_end
-        return Frame(ts_ns, "udp", src, dst, sport, dport, bytes(pkt[l4 + 8:end]), vlans)
-    if proto == 6 and l4 + 20 <= ip_end:
-        sport, dport = struct.unpack_from("!HH", pkt, l4)
-        doff = (pkt[l4 + 12] >> 4) * 4
-        return Frame(ts_ns, "tcp", src, dst, sport, dport, bytes(pkt[l4 + doff:ip_end]), vlans)
-    return None
+def _addr(packed: bytes) -> str:
+    return ".".join(map(str, packed)) if len(packed) == 4 else packed.hex()
+
+
+def _frame(ev) -> Frame:
+    return Frame(ev.ts_ns, ev.transport, _addr(ev.src), _addr(ev.dst), ev.sport, ev.dport,
+                 bytes(ev.payload), list(ev.vlans))
 
 
 def payloads(path: Union[str, Path]) -> List[bytes]:
