@@ -3,9 +3,14 @@
  * hftpf.bpf.c - the probe: one BCC module whose programs share its maps.
  *
  * XDP ingress (hftpf_xdp): parse -> classify to a venue by (transport, address, port) -> verdict
- * (allow-list) -> per-CPU counters -> one exit that counts every verdict and packet class. The
- * verdict is final before anything that can fail for lack of room (ring-buffer reserves come after
- * it), so a full ring can never change what is dropped.
+ * (allow-list) -> per-CPU counters -> stamp (one clock read) -> sequence tracking, RTT match,
+ * latency histograms, ring-buffer events -> one exit that counts every verdict and packet class.
+ * The verdict is final before anything that can fail for lack of room (ring-buffer reserves come
+ * after it), so a full ring can never change what is dropped.
+ *
+ * TC egress (hftpf_tc_egress): parse -> classify -> stamp -> remember order-entry TCP segments for
+ * RTT, payload samples -> per-venue tx counters. Same clock, same maps, so an outbound order and the
+ * inbound ack are measured against each other.
  *
  * Venue matching: a packet belongs to venue V when V's host prefix covers its source or destination
  * address AND one of V's ports equals its source or destination port. So one config entry covers
@@ -16,6 +21,7 @@
 #include "include/parse.h"
 #include "include/maps.h"
 #include "include/clock.h"
+#include "include/feeds.h"
 
 /* index of the lowest set bit of a non-zero mask (no ctz instruction in eBPF) */
 static __always_inline __u32 lowest_bit(__u64 m)
@@ -29,6 +35,38 @@ static __always_inline __u32 lowest_bit(__u64 m)
 	if (m & 0xccccccccccccccccULL) n += 2;
 	if (m & 0xaaaaaaaaaaaaaaaaULL) n += 1;
 	return n;
+}
+
+/* floor(log2(v)) for v > 0 */
+static __always_inline __u32 log2_u64(__u64 v)
+{
+	__u32 r = 0;
+	if (v >> 32) { v >>= 32; r += 32; }
+	if (v >> 16) { v >>= 16; r += 16; }
+	if (v >> 8)  { v >>= 8;  r += 8; }
+	if (v >> 4)  { v >>= 4;  r += 4; }
+	if (v >> 2)  { v >>= 2;  r += 2; }
+	if (v >> 1)  { r += 1; }
+	return r;
+}
+
+/* Bucket of a latency in ns: see HFTPF_HIST_BUCKETS in hftpf_abi.h. */
+static __always_inline __u32 hist_bucket(__u64 v)
+{
+	if (v < 64)
+		return 0;
+	__u32 e = log2_u64(v);
+	__u32 idx = (e - 6) * 4 + ((v >> (e - 2)) & 3) + 1;
+	return idx >= HFTPF_HIST_BUCKETS ? HFTPF_HIST_BUCKETS - 1 : idx;
+}
+
+static __always_inline void hist_add(struct hftpf_hist *h, __u64 v)
+{
+	__u32 b = hist_bucket(v);
+	h->count++;
+	h->sum_ns += v;
+	if (b < HFTPF_HIST_BUCKETS)
+		h->bucket[b]++;
 }
 
 static __always_inline struct hftpf_port_info *port_info(__u32 transport, __u16 port)
@@ -95,81 +133,374 @@ static __always_inline void count(void *map_lookup_result, __u64 bytes)
 	}
 }
 
+static __always_inline struct hftpf_probe_stats *probe_stats(void)
+{
+	__u32 zero = 0;
+	return hftpf_probe_stats.lookup(&zero);
+}
+
+static __always_inline void ring_submitted(struct hftpf_probe_stats *ps, int ok)
+{
+	if (!ps)
+		return;
+	if (ok)
+		ps->ringbuf_events++;
+	else
+		ps->ringbuf_lost++;
+}
+
+/* ---- feed sequence tracking --------------------------------------------------------------------- */
+
+/* Signed distance seq - expected in the feed's sequence space (32-bit spaces wrap). */
+static __always_inline __s64 seq_delta(__u64 seq, __u64 expected, __u8 wide)
+{
+	if (wide)
+		return (__s64)(seq - expected);
+	return (__s64)(__s32)((__u32)seq - (__u32)expected);
+}
+
+static __always_inline void track_feed(struct pkt_info *pi, struct cursor *c, __u32 venue, __u8 proto,
+				       __u64 now, __s64 tai_minus_utc, struct hftpf_probe_stats *ps)
+{
+	struct feed_hdr f = {};
+	if (peek_feed(c, proto, &f) < 0)
+		return;
+	struct hftpf_stream_key key = {};
+	__builtin_memcpy(key.daddr, pi->daddr, 16);
+	key.dport = pi->dport;
+	key.venue = venue;
+	key.unit = f.unit;
+	struct hftpf_stream_state *st = hftpf_streams.lookup(&key);
+	if (!st) {
+		/* the state is ~1 KiB, more than the BPF stack: insert from an all-zero map value */
+		__u32 zero = 0;
+		struct hftpf_stream_blob *init = hftpf_zero_stream.lookup(&zero);
+		if (!init)
+			return;
+		hftpf_streams.insert(&key, (struct hftpf_stream_state *)init); /* EEXIST (another CPU won) or full: the lookup tells */
+		st = hftpf_streams.lookup(&key);
+		if (!st) {
+			if (ps)
+				ps->stream_table_full++;
+			return;
+		}
+	}
+	/* Exchange-time latency, outside the lock: atomic adds on the shared histogram. */
+	if (f.exch_ts_ns && HFTPF_USE_TAI) {
+		__u64 lat = now - (f.exch_ts_ns + tai_minus_utc);
+		if ((__s64)lat < 0) {
+			__sync_fetch_and_add(&st->lat_negative, 1);
+		} else {
+			__u32 b = hist_bucket(lat);
+			__sync_fetch_and_add(&st->lat.count, 1);
+			__sync_fetch_and_add(&st->lat.sum_ns, lat);
+			if (b < HFTPF_HIST_BUCKETS)
+				__sync_fetch_and_add(&st->lat.bucket[b], 1);
+		}
+	}
+	__u64 sess_lo = 0;
+	__u16 sess_hi = 0;
+	__builtin_memcpy(&sess_lo, f.session, 8);
+	__builtin_memcpy(&sess_hi, f.session + 8, 2);
+	__u64 ms = now / 1000000;
+
+	__u64 gap_expected = 0, gap_missing = 0;
+	bpf_spin_lock(&st->lock);
+	st->seq_proto = proto;
+	st->packets++;
+	st->last_ts_ns = now;
+	if (ms == st->cur_ms) {
+		st->cur_ms_packets++;
+	} else {
+		st->cur_ms = ms;
+		st->cur_ms_packets = 1;
+	}
+	if (st->cur_ms_packets > st->peak_ms_packets)
+		st->peak_ms_packets = st->cur_ms_packets;
+	int session_changed = (st->flags & HFTPF_STREAM_STARTED) &&
+			      (st->session_lo != sess_lo || st->session_hi != sess_hi);
+	if (f.kind == FEED_SKIP) {
+		/* unsequenced: counted only */
+	} else if (!(st->flags & HFTPF_STREAM_STARTED) || session_changed || f.kind == FEED_RESET) {
+		if (st->flags & HFTPF_STREAM_STARTED)
+			st->resets++;
+		else
+			st->first_ts_ns = now;
+		st->flags = HFTPF_STREAM_STARTED;
+		st->session_lo = sess_lo;
+		st->session_hi = sess_hi;
+		st->expected = f.seq + f.count;
+		st->hole_lo = st->hole_hi = 0;
+		st->messages += f.count;
+		if (f.kind == FEED_HEARTBEAT)
+			st->heartbeats++;
+	} else {
+		__s64 d = seq_delta(f.seq, st->expected, f.wide);
+		if (f.kind == FEED_HEARTBEAT || f.kind == FEED_END) {
+			st->heartbeats++;
+			if (f.kind == FEED_END)
+				st->flags |= HFTPF_STREAM_ENDED;
+		}
+		if (d == 0) {
+			st->expected += f.count;
+			st->messages += f.count;
+		} else if (d > 0) {
+			st->gaps++;
+			st->missing += d;
+			gap_expected = st->expected;
+			gap_missing = d;
+			st->hole_lo = st->expected;
+			st->hole_hi = f.seq;
+			st->expected = f.seq + f.count;
+			st->messages += f.count;
+		} else if (f.kind == FEED_DATA) {
+			/* behind: a late packet inside the last gap is reordering, anything else a duplicate */
+			if (seq_delta(f.seq, st->hole_lo, f.wide) >= 0 && seq_delta(f.seq, st->hole_hi, f.wide) < 0) {
+				st->out_of_order++;
+				st->messages += f.count;
+				if (f.seq == st->hole_lo)
+					st->hole_lo += f.count;
+			} else {
+				st->duplicates++;
+			}
+		}
+	}
+	if (!f.wide) {
+		/* 32-bit sequence spaces (MDP3, PITCH, XDP) wrap: keep the state in that space */
+		st->expected &= 0xffffffff;
+		st->hole_lo &= 0xffffffff;
+		st->hole_hi &= 0xffffffff;
+	}
+	bpf_spin_unlock(&st->lock);
+
+	if (gap_missing) {
+		struct hftpf_ev_gap *ev = hftpf_events.ringbuf_reserve(sizeof(*ev));
+		ring_submitted(ps, ev != 0);
+		if (ev) {
+			ev->hdr.type = HFTPF_EV_GAP;
+			ev->hdr.len = sizeof(*ev);
+			ev->hdr.cpu = bpf_get_smp_processor_id();
+			ev->hdr.ts_ns = now;
+			ev->stream = key;
+			ev->pad0 = 0;
+			ev->expected = gap_expected;
+			ev->received = f.seq;
+			ev->missing = gap_missing;
+			hftpf_events.ringbuf_submit(ev, 0);
+		}
+	}
+}
+
+/* ---- order entry: payload samples and RTT -------------------------------------------------------- */
+
+static __always_inline void payload_event(void *ctx, int is_xdp, struct pkt_info *pi, __u32 venue, __u8 dir,
+					  __u64 now, struct hftpf_probe_stats *ps)
+{
+	if (HFTPF_PAYLOAD_SNAPLEN == 0 || pi->payload_len == 0)
+		return;
+	struct hftpf_ev_payload *ev = hftpf_events.ringbuf_reserve(sizeof(*ev));
+	ring_submitted(ps, ev != 0);
+	if (!ev)
+		return;
+	ev->hdr.type = HFTPF_EV_PAYLOAD;
+	ev->hdr.len = sizeof(*ev);
+	ev->hdr.cpu = bpf_get_smp_processor_id();
+	ev->hdr.ts_ns = now;
+	__builtin_memcpy(ev->saddr, pi->saddr, 16);
+	__builtin_memcpy(ev->daddr, pi->daddr, 16);
+	ev->sport = pi->sport;
+	ev->dport = pi->dport;
+	ev->tcp_seq = pi->tcp_seq;
+	ev->venue = venue;
+	ev->direction = dir;
+	ev->orig_len = pi->payload_len;
+	ev->pad0 = 0;
+	__u32 n = pi->payload_len;
+	if (n > HFTPF_PAYLOAD_SNAPLEN)
+		n = HFTPF_PAYLOAD_SNAPLEN;
+	ev->cap_len = 0;
+	if (n > 0 && n <= HFTPF_PAYLOAD_SNAPLEN) {
+		int err = is_xdp ? bpf_xdp_load_bytes(ctx, pi->payload_off, ev->data, n)
+				 : bpf_skb_load_bytes(ctx, pi->payload_off, ev->data, n);
+		if (!err)
+			ev->cap_len = n;
+	}
+	hftpf_events.ringbuf_submit(ev, 0);
+}
+
+/* Egress: remember when a segment was first sent, keyed by the sequence number that will ACK it. */
+static __always_inline void rtt_stamp(struct pkt_info *pi, __u32 venue, __u64 now, struct hftpf_probe_stats *ps)
+{
+	/* data segments only: a handshake RTT (SYN) says nothing about the venue's order path */
+	__u32 span = pi->payload_len;
+	if (!span)
+		return;
+	struct hftpf_rtt_key k = {};
+	__builtin_memcpy(k.saddr, pi->saddr, 16);
+	__builtin_memcpy(k.daddr, pi->daddr, 16);
+	k.sport = pi->sport;
+	k.dport = pi->dport;
+	k.end_seq = pi->tcp_seq + span;
+	struct hftpf_rtt_val *old = hftpf_rtt_pending.lookup(&k);
+	if (old) {
+		old->ts_ns = 0; /* sent twice: Karn's rule, no sample */
+		if (ps)
+			ps->rtt_retransmits++;
+		return;
+	}
+	struct hftpf_rtt_val v = { .ts_ns = now, .venue = venue };
+	if (hftpf_rtt_pending.insert(&k, &v) && ps)
+		ps->rtt_table_full++;
+}
+
+/* Ingress: an ACK that covers a stamped segment exactly yields one RTT sample. */
+static __always_inline void rtt_match(struct pkt_info *pi, __u32 venue, __u64 now, struct hftpf_probe_stats *ps)
+{
+	if (!(pi->tcp_flags & HFTPF_TCP_ACK))
+		return;
+	struct hftpf_rtt_key k = {};
+	__builtin_memcpy(k.saddr, pi->daddr, 16);
+	__builtin_memcpy(k.daddr, pi->saddr, 16);
+	k.sport = pi->dport;
+	k.dport = pi->sport;
+	k.end_seq = pi->tcp_ack;
+	struct hftpf_rtt_val *v = hftpf_rtt_pending.lookup(&k);
+	if (!v)
+		return;
+	__u64 sent = v->ts_ns;
+	hftpf_rtt_pending.delete(&k);
+	if (!sent || now < sent)
+		return;
+	__u64 rtt = now - sent;
+	struct hftpf_hist *h = hftpf_rtt_hist.lookup(&venue);
+	if (h)
+		hist_add(h, rtt);
+	if (ps)
+		ps->rtt_samples++;
+#if HFTPF_RTT_SAMPLES
+	/* at most one RTT event per CPU per 10 us: the histogram has every sample */
+	if (ps && now - ps->last_rtt_event_ns < 10000)
+		return;
+	if (ps)
+		ps->last_rtt_event_ns = now;
+	struct hftpf_ev_rtt *ev = hftpf_events.ringbuf_reserve(sizeof(*ev));
+	ring_submitted(ps, ev != 0);
+	if (!ev)
+		return;
+	ev->hdr.type = HFTPF_EV_RTT;
+	ev->hdr.len = sizeof(*ev);
+	ev->hdr.cpu = bpf_get_smp_processor_id();
+	ev->hdr.ts_ns = now;
+	__builtin_memcpy(ev->saddr, k.saddr, 16);
+	__builtin_memcpy(ev->daddr, k.daddr, 16);
+	ev->sport = k.sport;
+	ev->dport = k.dport;
+	ev->venue = venue;
+	ev->pad0[0] = ev->pad0[1] = ev->pad0[2] = 0;
+	ev->rtt_ns = rtt;
+	hftpf_events.ringbuf_submit(ev, 0);
+#endif
+}
+
+/* ---- shared parse + classify ----------------------------------------------------------------------- */
+
+struct classified {
+	__u32 cls;
+	__u32 venue;
+	__u32 transport;
+	__u32 cfg_flags;
+	__u32 mode;
+	__s64 tai_minus_utc;
+	struct hftpf_port_info *dport_info;
+};
+
+/* Parse and classify one frame. Leaves the cursor at the L4 payload for TCP/UDP. */
+static __always_inline void classify(struct cursor *c, void *data, struct pkt_info *pi, struct classified *k)
+{
+	int proto;
+	k->cls = HFTPF_PKT_TRUNCATED;
+	proto = parse_ethhdr(c, pi);
+	if (proto < 0)
+		return;
+	if (proto == ETH_P_IP)
+		proto = parse_ipv4(c, pi);
+	else if (proto == ETH_P_IPV6)
+		proto = parse_ipv6(c, pi);
+	else {
+		k->cls = HFTPF_PKT_NON_IP;
+		return;
+	}
+	if (proto < 0)
+		return;
+	if (pi->is_fragment) {
+		k->cls = HFTPF_PKT_FRAGMENT;
+		return;
+	}
+	if (proto == HFTPF_IPPROTO_UDP) {
+		k->transport = HFTPF_TRANSPORT_UDP;
+		if (parse_udp(c, pi) < 0)
+			return;
+	} else if (proto == HFTPF_IPPROTO_TCP) {
+		k->transport = HFTPF_TRANSPORT_TCP;
+		if (parse_tcp(c, pi) < 0)
+			return;
+	} else {
+		k->cls = HFTPF_PKT_NON_L4;
+		return;
+	}
+	pi->l4proto = proto;
+	set_payload(c, pi);
+	k->cls = HFTPF_PKT_OTHER_L4;
+	__u32 zero = 0;
+	struct hftpf_config *cfg = hftpf_config.lookup(&zero);
+	k->cfg_flags = cfg ? cfg->flags : (HFTPF_CFG_VENUE_TRIE | HFTPF_CFG_ALLOW_TRIE);
+	k->mode = cfg ? cfg->mode : HFTPF_MODE_MONITOR;
+	k->tai_minus_utc = cfg ? cfg->tai_minus_utc_ns : 0;
+	/* Ports first: two array lookups reject most non-venue traffic before any host lookup. */
+	struct hftpf_port_info *dpi = port_info(k->transport, pi->dport);
+	struct hftpf_port_info *spi = port_info(k->transport, pi->sport);
+	k->dport_info = dpi;
+	__u64 ports = (dpi ? dpi->venue_mask : 0) | (spi ? spi->venue_mask : 0);
+	if (ports) {
+		__u64 match = ports & (host_set(pi->saddr, k->cfg_flags) | host_set(pi->daddr, k->cfg_flags));
+		if (match) {
+			k->venue = lowest_bit(match) + 1;
+			k->cls = HFTPF_PKT_VENUE;
+		}
+	}
+}
+
 int hftpf_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	__u64 bytes = data_end - data;
-	struct cursor c = { .pos = data, .end = data_end };
+	struct cursor c = { .pos = data, .end = data_end, .start = data, .frame_len = bytes };
 	struct pkt_info pi = {};
+	struct classified k = {};
 	__u32 verdict = HFTPF_VERDICT_PASS;
-	__u32 cls = HFTPF_PKT_TRUNCATED;
-	__u32 venue = 0;
 	__u32 reason = HFTPF_REASON_NONE;
-	int proto;
+	int observe = 0;
 
-	proto = parse_ethhdr(&c, &pi);
-	if (proto < 0)
+	classify(&c, data, &pi, &k);
+	if (k.cls != HFTPF_PKT_VENUE && k.cls != HFTPF_PKT_OTHER_L4)
 		goto out;
-	if (proto == ETH_P_IP)
-		proto = parse_ipv4(&c, &pi);
-	else if (proto == ETH_P_IPV6)
-		proto = parse_ipv6(&c, &pi);
-	else {
-		cls = HFTPF_PKT_NON_IP;
-		goto out;
-	}
-	if (proto < 0)
-		goto out;
-	if (pi.is_fragment) {
-		cls = HFTPF_PKT_FRAGMENT;
-		goto out;
-	}
-
-	__u32 transport;
-	if (proto == HFTPF_IPPROTO_UDP) {
-		transport = HFTPF_TRANSPORT_UDP;
-		if (parse_udp(&c, &pi) < 0)
-			goto out;
-	} else if (proto == HFTPF_IPPROTO_TCP) {
-		transport = HFTPF_TRANSPORT_TCP;
-		if (parse_tcp(&c, &pi) < 0)
-			goto out;
-	} else {
-		cls = HFTPF_PKT_NON_L4;
-		goto out;
-	}
-
-	cls = HFTPF_PKT_OTHER_L4;
-	__u32 zero = 0;
-	struct hftpf_config *cfg = hftpf_config.lookup(&zero);
-	__u32 cfg_flags = cfg ? cfg->flags : (HFTPF_CFG_VENUE_TRIE | HFTPF_CFG_ALLOW_TRIE);
-	/* Ports first: two array lookups reject most non-venue traffic before any trie walk. */
-	struct hftpf_port_info *dpi = port_info(transport, pi.dport);
-	struct hftpf_port_info *spi = port_info(transport, pi.sport);
-	__u64 ports = (dpi ? dpi->venue_mask : 0) | (spi ? spi->venue_mask : 0);
-	if (ports) {
-		__u64 match = ports & (host_set(pi.saddr, cfg_flags) | host_set(pi.daddr, cfg_flags));
-		if (match) {
-			venue = lowest_bit(match) + 1;
-			cls = HFTPF_PKT_VENUE;
-		}
-	}
 
 	/* Allow-list: only packets TO a protected port are judged; PTP always passes. */
+	struct hftpf_port_info *dpi = k.dport_info;
 	if (dpi && (dpi->flags & HFTPF_PORT_PROTECTED) &&
-	    !(transport == HFTPF_TRANSPORT_UDP &&
+	    !(k.transport == HFTPF_TRANSPORT_UDP &&
 	      (pi.dport == HFTPF_PTP_EVENT_PORT || pi.dport == HFTPF_PTP_GENERAL_PORT))) {
-		reason = allow_decide(&pi, transport == HFTPF_TRANSPORT_UDP ? HFTPF_IPPROTO_UDP : HFTPF_IPPROTO_TCP,
-				      bytes, cfg_flags);
+		reason = allow_decide(&pi, pi.l4proto, bytes, k.cfg_flags);
 		if (reason != HFTPF_REASON_NONE) {
 			struct hftpf_drop_counter *dc = hftpf_drop_stats.lookup(&reason);
-			if (cfg && cfg->mode == HFTPF_MODE_ENFORCE) {
+			if (k.mode == HFTPF_MODE_ENFORCE) {
 				verdict = HFTPF_VERDICT_DROP;
 				if (dc) {
 					dc->dropped_packets++;
 					dc->dropped_bytes += bytes;
 				}
+				goto out;
 			} else if (dc) {
 				dc->would_drop_packets++;
 				dc->would_drop_bytes += bytes;
@@ -177,11 +508,87 @@ int hftpf_xdp(struct xdp_md *ctx)
 		}
 	}
 
+	/* The verdict is final. What follows only observes, in a second program reached by a tail call:
+	 * verified on its own, it keeps each program inside the kernel's complexity limit. */
+	if (k.cls == HFTPF_PKT_VENUE)
+		observe = 1;
+
 out:
 	/* The single exit: every packet is counted once by class, once by verdict and once by venue
 	 * (venue 0 collects IP traffic of no venue as well as everything unparsed). */
-	count(hftpf_pkt_stats.lookup(&cls), bytes);
+	count(hftpf_pkt_stats.lookup(&k.cls), bytes);
 	count(hftpf_verdict_stats.lookup(&verdict), bytes);
-	count(hftpf_venue_stats.lookup(&venue), bytes);
+	count(hftpf_venue_stats.lookup(&k.venue), bytes);
+	if (observe && verdict == HFTPF_VERDICT_PASS) {
+		__u32 zero = 0;
+		struct hftpf_scratch *sc = hftpf_scratch.lookup(&zero);
+		if (sc) {
+			sc->pi = pi;
+			sc->venue = k.venue;
+			sc->transport = k.transport;
+			sc->tai_minus_utc = k.tai_minus_utc;
+			hftpf_progs.call(ctx, HFTPF_TAIL_XDP_OBSERVE);
+		}
+	}
 	return verdict == HFTPF_VERDICT_DROP ? XDP_DROP : XDP_PASS;
+}
+
+/* Reached by tail call from hftpf_xdp for venue packets that pass, on the same CPU, with the parse
+ * results in hftpf_scratch. Never drops: whatever happens here, the packet passes. */
+int hftpf_xdp_observe(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 zero = 0;
+	struct hftpf_scratch *sc = hftpf_scratch.lookup(&zero);
+	if (!sc)
+		return XDP_PASS;
+	struct pkt_info pi = sc->pi;
+	__u32 venue = sc->venue;
+	struct hftpf_venue_info *vi = hftpf_venue_info.lookup(&venue);
+	if (!vi)
+		return XDP_PASS;
+	__u64 now = hftpf_now();
+	struct hftpf_probe_stats *ps = probe_stats();
+	if (sc->transport == HFTPF_TRANSPORT_UDP) {
+		if (vi->seq_proto) {
+			/* bound the variable offset well below MAX_PACKET_OFF (0xffff) so the verifier can
+			 * track the header reads after it; no frame here has headers past 16 KiB */
+			__u32 off = pi.payload_off & 0x3fff;
+			struct cursor c = { .pos = data + off, .end = data_end, .start = data,
+					    .frame_len = data_end - data };
+			if (c.pos <= c.end)
+				track_feed(&pi, &c, venue, vi->seq_proto, now, sc->tai_minus_utc, ps);
+		}
+	} else if (vi->stream_kind == HFTPF_STREAM_ORDER_ENTRY) {
+		rtt_match(&pi, venue, now, ps);
+		payload_event(ctx, 1, &pi, venue, HFTPF_DIR_INGRESS, now, ps);
+	}
+	return XDP_PASS;
+}
+
+int hftpf_tc_egress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct cursor c = { .pos = data, .end = data_end, .start = data, .frame_len = skb->len };
+	struct pkt_info pi = {};
+	struct classified k = {};
+
+	classify(&c, data, &pi, &k);
+	if (k.cls == HFTPF_PKT_VENUE) {
+		__u32 venue = k.venue;
+		count(hftpf_venue_tx.lookup(&venue), skb->len);
+		struct hftpf_venue_info *vi = hftpf_venue_info.lookup(&venue);
+		if (vi && k.transport == HFTPF_TRANSPORT_TCP && vi->stream_kind == HFTPF_STREAM_ORDER_ENTRY) {
+			__u64 now = hftpf_now();
+			struct hftpf_probe_stats *ps = probe_stats();
+			rtt_stamp(&pi, venue, now, ps);
+			payload_event(skb, 0, &pi, venue, HFTPF_DIR_EGRESS, now, ps);
+		}
+	} else {
+		__u32 none = 0;
+		count(hftpf_venue_tx.lookup(&none), skb->len);
+	}
+	return 0; /* TC_ACT_OK: egress only observes (the kill switch arrives with the risk issue) */
 }

@@ -56,3 +56,28 @@ def arp_request(sender="192.0.2.1", target="192.0.2.2") -> bytes:
     body = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, SRC_MAC, ipaddress.IPv4Address(sender).packed,
                        b"\0" * 6, ipaddress.IPv4Address(target).packed)
     return eth(0x0806, body)
+
+
+def moldudp64(session: bytes, seq: int, count: int, msgs=None) -> bytes:
+    """MoldUDP64 downstream packet; count 0 = heartbeat, 0xFFFF = end of session."""
+    body = b""
+    if msgs is None and count not in (0, 0xFFFF):
+        msgs = [b"S" + bytes(11)] * count
+    for m in msgs or []:
+        body += struct.pack("!H", len(m)) + m
+    return session.ljust(10)[:10] + struct.pack("!QH", seq, count) + body
+
+
+def mdp3(seq: int, sending_time_ns: int = 0) -> bytes:
+    return struct.pack("<IQ", seq & 0xFFFFFFFF, sending_time_ns)
+
+
+def pitch(unit: int, seq: int, count: int = 1) -> bytes:
+    msgs = b"".join(bytes([6, 0x97, 0, 0, 0, 0]) for _ in range(count))  # unit-clear-like 6-byte messages
+    return struct.pack("<HBBI", 8 + len(msgs), count, unit, seq) + msgs
+
+
+def nyse_xdp(seq: int, count: int = 1, flag: int = 11, send_ns: int = 0) -> bytes:
+    msgs = b"".join(struct.pack("<HH", 4, 2) for _ in range(count))
+    return struct.pack("<HBBIII", 16 + len(msgs), flag, count, seq, send_ns // 1_000_000_000,
+                       send_ns % 1_000_000_000) + msgs

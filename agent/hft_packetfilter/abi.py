@@ -23,6 +23,9 @@ FIRST_USER_RULE = 64
 PORT_PROTECTED = 0x1
 PTP_EVENT_PORT = 319
 PTP_GENERAL_PORT = 320
+HIST_BUCKETS = 113
+STREAM_STARTED = 0x1
+STREAM_ENDED = 0x2
 CFG_VENUE_TRIE = 0x1
 CFG_ALLOW_TRIE = 0x2
 
@@ -39,12 +42,22 @@ MAP_ALLOW_SRC = "hftpf_allow_src"
 MAP_ALLOW_HOST = "hftpf_allow_host"
 MAP_RULE_STATS = "hftpf_rule_stats"
 MAP_DROP_STATS = "hftpf_drop_stats"
+MAP_STREAMS = "hftpf_streams"
+MAP_RTT_PENDING = "hftpf_rtt_pending"
+MAP_RTT_HIST = "hftpf_rtt_hist"
+MAP_VENUE_TX = "hftpf_venue_tx"
+MAP_PROBE_STATS = "hftpf_probe_stats"
+MAP_AGENT_STATS = "hftpf_agent_stats"
+MAP_EVENTS = "hftpf_events"
 PROG_XDP = "hftpf_xdp"
+PROG_XDP_OBSERVE = "hftpf_xdp_observe"
+PROG_TC = "hftpf_tc_egress"
 
 # Every map the loader pins, in a stable order (pin names == map names).
 PINNED_MAPS = (MAP_META, MAP_CONFIG, MAP_VENUE_HOSTS, MAP_VENUE_HOST, MAP_VENUE_PORTS, MAP_VENUE_INFO,
                MAP_VENUE_STATS, MAP_VERDICT_STATS, MAP_PKT_STATS, MAP_ALLOW_SRC, MAP_ALLOW_HOST,
-               MAP_RULE_STATS, MAP_DROP_STATS)
+               MAP_RULE_STATS, MAP_DROP_STATS, MAP_STREAMS, MAP_RTT_PENDING, MAP_RTT_HIST, MAP_VENUE_TX,
+               MAP_PROBE_STATS, MAP_AGENT_STATS, "hftpf_events", "hftpf_progs")
 
 
 class Verdict(enum.IntEnum):
@@ -104,8 +117,24 @@ class Clock(enum.IntEnum):
     TAI = 1
 
 
+class SeqProto(enum.IntEnum):
+    NONE = 0
+    MOLDUDP64 = 1
+    MDP3 = 2
+    PITCH = 3
+    NYSE_XDP = 4
+
+
 class EventType(enum.IntEnum):
     RESERVED0 = 0
+    GAP = 1
+    RTT = 2
+    PAYLOAD = 3
+
+
+class Direction(enum.IntEnum):
+    INGRESS = 0
+    EGRESS = 1
 
 
 # enum name in C -> Python enum, for the layout test
@@ -120,6 +149,8 @@ C_ENUMS = {
     "hftpf_rule_action": (Action, "HFTPF_ACTION_"),
     "hftpf_clock": (Clock, "HFTPF_CLOCK_"),
     "hftpf_event_type": (EventType, "HFTPF_EV_"),
+    "hftpf_seq_proto": (SeqProto, "HFTPF_SEQ_"),
+    "hftpf_direction": (Direction, "HFTPF_DIR_"),
 }
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
@@ -160,12 +191,47 @@ class DropCounter(ctypes.Structure):
 
 
 class ProbeConfig(ctypes.Structure):
-    _fields_ = [("mode", u32), ("flags", u32)]
+    _fields_ = [("mode", u32), ("flags", u32), ("tai_minus_utc_ns", ctypes.c_int64)]
+
+
+class Hist(ctypes.Structure):
+    _fields_ = [("count", u64), ("sum_ns", u64), ("bucket", u64 * HIST_BUCKETS)]
+
+
+class StreamKey(ctypes.Structure):
+    _fields_ = [("daddr", u8 * 16), ("dport", u16), ("venue", u8), ("unit", u8)]
+
+
+class StreamState(ctypes.Structure):
+    _fields_ = [("lock", u32), ("flags", u32), ("expected", u64), ("hole_lo", u64), ("hole_hi", u64),
+                ("packets", u64), ("messages", u64), ("gaps", u64), ("missing", u64), ("duplicates", u64),
+                ("out_of_order", u64), ("resets", u64), ("heartbeats", u64), ("first_ts_ns", u64),
+                ("last_ts_ns", u64), ("cur_ms", u64), ("cur_ms_packets", u64), ("peak_ms_packets", u64),
+                ("session_lo", u64), ("session_hi", u16), ("seq_proto", u8), ("pad0", u8 * 5),
+                ("lat_negative", u64), ("lat", Hist)]
+
+
+class RttKey(ctypes.Structure):
+    _fields_ = [("saddr", u8 * 16), ("daddr", u8 * 16), ("sport", u16), ("dport", u16), ("end_seq", u32)]
+
+
+class RttVal(ctypes.Structure):
+    _fields_ = [("ts_ns", u64), ("venue", u8), ("pad0", u8 * 7)]
+
+
+class ProbeStats(ctypes.Structure):
+    _fields_ = [("ringbuf_events", u64), ("ringbuf_lost", u64), ("rtt_samples", u64), ("rtt_table_full", u64),
+                ("stream_table_full", u64), ("rtt_retransmits", u64), ("last_rtt_event_ns", u64),
+                ("reserved", u64)]
+
+
+class AgentStats(ctypes.Structure):
+    _fields_ = [("rtt_evictions", u64), ("events_drained", u64), ("events_bad", u64), ("drain_batches", u64)]
 
 
 class VenueInfo(ctypes.Structure):
     _fields_ = [("name", ctypes.c_char * VENUE_NAME_LEN), ("transport", u8), ("stream_kind", u8),
-                ("flags", u8), ("pad0", u8), ("latency_target_us", u32)]
+                ("seq_proto", u8), ("pad0", u8), ("latency_target_us", u32)]
 
 
 class Counter(ctypes.Structure):
@@ -183,6 +249,31 @@ class EventHdr(ctypes.Structure):
     _fields_ = [("type", u16), ("len", u16), ("cpu", u32), ("ts_ns", u64)]
 
 
+class EvGap(ctypes.Structure):
+    _fields_ = [("hdr", EventHdr), ("stream", StreamKey), ("pad0", u32), ("expected", u64), ("received", u64),
+                ("missing", u64)]
+
+
+class EvRtt(ctypes.Structure):
+    _fields_ = [("hdr", EventHdr), ("saddr", u8 * 16), ("daddr", u8 * 16), ("sport", u16), ("dport", u16),
+                ("venue", u8), ("pad0", u8 * 3), ("rtt_ns", u64)]
+
+
+DEFAULT_SNAPLEN = 256
+
+
+def ev_payload_type(snaplen: int = DEFAULT_SNAPLEN):
+    """struct hftpf_ev_payload for a probe compiled with -DHFTPF_PAYLOAD_SNAPLEN=snaplen."""
+    class EvPayload(ctypes.Structure):
+        _fields_ = [("hdr", EventHdr), ("saddr", u8 * 16), ("daddr", u8 * 16), ("sport", u16), ("dport", u16),
+                    ("tcp_seq", u32), ("venue", u8), ("direction", u8), ("cap_len", u16), ("orig_len", u16),
+                    ("pad0", u16), ("data", u8 * snaplen)]
+    return EvPayload
+
+
+EvPayload = ev_payload_type()
+
+
 # C struct name -> mirror, for the layout tests
 C_STRUCTS = {
     "hftpf_lpm_key": LpmKey,
@@ -198,6 +289,16 @@ C_STRUCTS = {
     "hftpf_counter": Counter,
     "hftpf_meta": Meta,
     "hftpf_event_hdr": EventHdr,
+    "hftpf_hist": Hist,
+    "hftpf_stream_key": StreamKey,
+    "hftpf_stream_state": StreamState,
+    "hftpf_rtt_key": RttKey,
+    "hftpf_rtt_val": RttVal,
+    "hftpf_probe_stats": ProbeStats,
+    "hftpf_agent_stats": AgentStats,
+    "hftpf_ev_gap": EvGap,
+    "hftpf_ev_rtt": EvRtt,
+    "hftpf_ev_payload": EvPayload,
 }
 
 # map name -> (key ctype, value ctype): what the loader and status expect; checked at load time.
@@ -215,7 +316,23 @@ MAP_TYPES = {
     MAP_ALLOW_HOST: (Addr, AllowList),
     MAP_RULE_STATS: (u32, RuleCounter),
     MAP_DROP_STATS: (u32, DropCounter),
+    MAP_STREAMS: (StreamKey, StreamState),
+    MAP_RTT_PENDING: (RttKey, RttVal),
+    MAP_RTT_HIST: (u32, Hist),
+    MAP_VENUE_TX: (u32, Counter),
+    MAP_PROBE_STATS: (u32, ProbeStats),
+    MAP_AGENT_STATS: (u32, AgentStats),
 }
+MAP_PROGS = "hftpf_progs"
+# Pinned but not read through ctypes: the ring buffer, and the tail-call table (pinned because the
+# kernel empties a program array when its last user-space reference goes: the observer would stop
+# after an agent crash).
+UNTYPED_MAPS = (MAP_EVENTS, MAP_PROGS)
+TYPED_MAPS = tuple(m for m in PINNED_MAPS if m not in UNTYPED_MAPS)
+PINNED_PROGS = (PROG_XDP, PROG_XDP_OBSERVE, PROG_TC)
+TAIL_XDP_OBSERVE = 0
+META_TC_ATTACHED = 0x1
+META_TC_CLSACT_OURS = 0x2
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 

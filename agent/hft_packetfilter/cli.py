@@ -96,6 +96,11 @@ def _summary_line(st) -> str:
     parts = [f"{v}={d['rx_packets']}p/{d['rx_bytes']}B" for v, d in st["venues"].items()]
     parts.append(f"other={st['unclassified']['rx_packets']}p")
     parts.append(f"pass={st['verdicts']['pass']} drop={st['verdicts']['drop']}")
+    gaps = sum(s["gaps"] for s in st["streams"].values())
+    if st["streams"]:
+        parts.append(f"gaps={gaps}")
+    if st["probe"]["ringbuf_lost"]:
+        parts.append(f"RING_LOST={st['probe']['ringbuf_lost']}")
     would = sum(d["would_drop_packets"] for d in st["drops"].values())
     if would:
         parts.append(f"would_drop={would}")
@@ -123,6 +128,7 @@ def cmd_attach(args) -> int:
     from .kernel import runstate
     from .kernel.loader import (Probe, ProbeError, adopt, agent_alive, detach_interface, pin_dir, pin_key,
                                 pinned_status_alive, read_meta)
+    from .kernel.runtime import ProbeRuntime
     from .kernel.status import interface_status
 
     config = _load_config(args.config)
@@ -163,12 +169,17 @@ def cmd_attach(args) -> int:
               f"{len(rules.rules)} allow rules from {rules_file}; pins in {pin_dir(args.interface, args.netns)}; "
               f"Ctrl-C or SIGTERM detaches", file=sys.stderr, flush=True)
         _sd_notify("READY=1")
-        deadline = time.monotonic() + args.duration if args.duration else None
-        while deadline is None or time.monotonic() < deadline:
-            time.sleep(min(args.interval, max(0.0, deadline - time.monotonic())) if deadline else args.interval)
+
+        def summary():
             if not args.quiet:
                 st = interface_status(key)
                 print(json.dumps(st) if args.json else _summary_line(st), flush=True)
+
+        runtime = ProbeRuntime(pin_dir(args.interface, args.netns))
+        try:
+            runtime.run_for(args.duration, args.interval, on_interval=summary)
+        finally:
+            runtime.close()
     except _Stop:
         pass
     except (ProbeError, al.RuleError) as e:

@@ -204,7 +204,8 @@ def run_demo(duration: float = 10, rate: int = 1000, as_json: bool = False, xdp_
             report = {"interface": key, "attach_mode": st["attach_mode"], "sent": feeds.sent,
                       "received": rx.received, "probe": {"venues": st["venues"], "verdicts": st["verdicts"],
                                                          "unclassified": st["unclassified"],
-                                                         "packet_classes": st["packet_classes"]}}
+                                                         "packet_classes": st["packet_classes"],
+                                                         "streams": st["streams"], "health": st["probe"]}}
             probe.detach()
             probe = None
     except ProbeError as e:

@@ -44,6 +44,13 @@
  * from the config's exchanges (venue id == rule id); user rules start at HFTPF_FIRST_USER_RULE. */
 #define HFTPF_FIRST_USER_RULE 64
 
+/* Latency histograms: log-linear buckets, 4 per power of two from 64 ns up (mirrored by
+ * agent/hft_packetfilter/analytics/percentiles.py bucket_index()):
+ *   v < 64 ns            -> bucket 0
+ *   e = floor(log2(v))   -> bucket (e - 6) * 4 + ((v >> (e - 2)) & 3) + 1, capped at 112
+ * so 64 ns .. ~17 s is covered with <= 25 % bucket width (bucket 109 holds 10 s); 113 buckets. */
+#define HFTPF_HIST_BUCKETS 113
+
 /* hftpf_config.flags: which tries hold anything. Exact hosts live in hashes (one O(1) lookup); a
  * trie walk costs 20-40 ns here, so it is skipped when no configured prefix is shorter than a host. */
 #define HFTPF_CFG_VENUE_TRIE 0x1
@@ -70,7 +77,16 @@
 #define HFTPF_MAP_ALLOW_HOST    "hftpf_allow_host"    /* hash: hftpf_addr -> hftpf_allow_list (/32 and /128) */
 #define HFTPF_MAP_RULE_STATS    "hftpf_rule_stats"    /* percpu array[max_rules] of hftpf_rule_counter */
 #define HFTPF_MAP_DROP_STATS    "hftpf_drop_stats"    /* percpu array[HFTPF_REASON_MAX] of hftpf_drop_counter */
+#define HFTPF_MAP_STREAMS       "hftpf_streams"       /* hash: hftpf_stream_key -> hftpf_stream_state (spin-locked) */
+#define HFTPF_MAP_RTT_PENDING   "hftpf_rtt_pending"   /* hash: hftpf_rtt_key -> hftpf_rtt_val (egress stamps) */
+#define HFTPF_MAP_RTT_HIST      "hftpf_rtt_hist"      /* percpu array[HFTPF_MAX_VENUES + 1] of hftpf_hist */
+#define HFTPF_MAP_VENUE_TX      "hftpf_venue_tx"      /* percpu array[HFTPF_MAX_VENUES + 1] of hftpf_counter (egress) */
+#define HFTPF_MAP_PROBE_STATS   "hftpf_probe_stats"   /* percpu array[1] of hftpf_probe_stats */
+#define HFTPF_MAP_EVENTS        "hftpf_events"        /* ring buffer of records starting with hftpf_event_hdr */
+#define HFTPF_MAP_AGENT_STATS   "hftpf_agent_stats"   /* array[1] of hftpf_agent_stats (agent-written) */
 #define HFTPF_PROG_XDP          "hftpf_xdp"           /* pinned XDP ingress program */
+#define HFTPF_PROG_XDP_OBSERVE  "hftpf_xdp_observe"   /* its observer, reached by tail call */
+#define HFTPF_PROG_TC           "hftpf_tc_egress"     /* pinned TC clsact egress program */
 
 /* ---- enums --------------------------------------------------------------------------------------- */
 
@@ -136,10 +152,26 @@ enum hftpf_clock {
 	HFTPF_CLOCK_TAI  = 1,    /* bpf_ktime_get_tai_ns: CLOCK_TAI (Linux >= 6.1) */
 };
 
-/* Ring-buffer record types (struct hftpf_event_hdr.type). Records arrive with a later issue; the
- * numbering is fixed now so nothing is ever renumbered. */
+/* Which feed header a venue's UDP packets carry (sequence tracking in the kernel). */
+enum hftpf_seq_proto {
+	HFTPF_SEQ_NONE      = 0,
+	HFTPF_SEQ_MOLDUDP64 = 1, /* 10-byte session, u64 BE sequence, u16 BE count (0 heartbeat, 0xFFFF end) */
+	HFTPF_SEQ_MDP3      = 2, /* u32 LE MsgSeqNum, u64 LE SendingTime (ns, UTC); one sequence per packet */
+	HFTPF_SEQ_PITCH     = 3, /* u16 LE length, u8 count, u8 unit, u32 LE sequence */
+	HFTPF_SEQ_NYSE_XDP  = 4, /* u16 LE size, u8 delivery flag, u8 count, u32 LE seq, u32 s, u32 ns */
+};
+
+/* Ring-buffer record types (struct hftpf_event_hdr.type). */
 enum hftpf_event_type {
 	HFTPF_EV_RESERVED0 = 0,
+	HFTPF_EV_GAP       = 1, /* struct hftpf_ev_gap */
+	HFTPF_EV_RTT       = 2, /* struct hftpf_ev_rtt */
+	HFTPF_EV_PAYLOAD   = 3, /* struct hftpf_ev_payload */
+};
+
+enum hftpf_direction {
+	HFTPF_DIR_INGRESS = 0,
+	HFTPF_DIR_EGRESS  = 1,
 };
 
 /* ---- structs ------------------------------------------------------------------------------------- */
@@ -199,13 +231,87 @@ struct hftpf_drop_counter {
 struct hftpf_config {
 	__u32 mode;            /* enum hftpf_mode */
 	__u32 flags;           /* HFTPF_CFG_* */
+	__s64 tai_minus_utc_ns; /* CLOCK_TAI - CLOCK_REALTIME as the kernel keeps it (0 until NTP/PTP sets it) */
+};
+
+/* Latency histogram (see HFTPF_HIST_BUCKETS for the bucket layout). */
+struct hftpf_hist {
+	__u64 count;
+	__u64 sum_ns;
+	__u64 bucket[HFTPF_HIST_BUCKETS];
+};                             /* 920 bytes */
+
+/* A feed stream: one venue's packets to one destination (group) address and port, and PITCH unit.
+ * A and B lines of one feed are two streams (different groups); user space arbitrates them. */
+struct hftpf_stream_key {
+	__u8  daddr[16];       /* destination address, v4-mapped for IPv4, network order */
+	__u16 dport;           /* host order */
+	__u8  venue;           /* venue id */
+	__u8  unit;            /* PITCH unit, else 0 */
+};                             /* 20 bytes */
+
+struct hftpf_stream_state {
+	struct bpf_spin_lock lock;
+	__u32 flags;           /* HFTPF_STREAM_* */
+	__u64 expected;        /* next expected sequence number */
+	__u64 hole_lo;         /* last gap not yet filled: [hole_lo, hole_hi) */
+	__u64 hole_hi;
+	__u64 packets;
+	__u64 messages;
+	__u64 gaps;
+	__u64 missing;         /* messages never seen when the gap was detected */
+	__u64 duplicates;
+	__u64 out_of_order;    /* late packets that fell into the last gap */
+	__u64 resets;          /* session changes and sequence resets */
+	__u64 heartbeats;
+	__u64 first_ts_ns;     /* probe clock */
+	__u64 last_ts_ns;
+	__u64 cur_ms;          /* microburst: packets in the current millisecond and the peak */
+	__u64 cur_ms_packets;
+	__u64 peak_ms_packets;
+	__u64 session_lo;      /* MoldUDP64 session of the current sequence space: bytes 0-7 ... */
+	__u16 session_hi;      /* ... and 8-9, as they appear on the wire */
+	__u8  seq_proto;
+	__u8  pad0[5];
+	__u64 lat_negative;    /* exchange timestamp later than ours (clock skew) */
+	struct hftpf_hist lat; /* kernel ts - exchange send time, ns (TAI clock only) */
+};
+
+#define HFTPF_STREAM_STARTED 0x1
+#define HFTPF_STREAM_ENDED   0x2   /* MoldUDP64 end of session seen */
+
+/* Egress stamp of a TCP segment of an order-entry session, keyed by its end sequence number so the
+ * ACK that covers it exactly can be matched on ingress (pping's idea on seq/ack). */
+struct hftpf_rtt_key {
+	__u8  saddr[16];       /* as sent (egress): our address */
+	__u8  daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u32 end_seq;         /* seq + payload length (data segments only), host order */
+};                             /* 40 bytes */
+
+struct hftpf_rtt_val {
+	__u64 ts_ns;           /* probe clock at first transmission; 0 = retransmitted (Karn: no sample) */
+	__u8  venue;
+	__u8  pad0[7];
+};
+
+struct hftpf_probe_stats {
+	__u64 ringbuf_events;  /* records submitted */
+	__u64 ringbuf_lost;    /* reserve failures: the ring was full (probe loss, never feed loss) */
+	__u64 rtt_samples;
+	__u64 rtt_table_full;  /* egress stamps not stored: hftpf_rtt_pending full */
+	__u64 stream_table_full; /* feed packets not tracked: hftpf_streams full */
+	__u64 rtt_retransmits; /* segments sent twice (Karn: not sampled) */
+	__u64 last_rtt_event_ns; /* rate limit for RTT events (per CPU) */
+	__u64 reserved;
 };
 
 struct hftpf_venue_info {
 	char  name[HFTPF_VENUE_NAME_LEN]; /* NUL-terminated, from the config */
 	__u8  transport;       /* enum hftpf_transport */
 	__u8  stream_kind;     /* enum hftpf_stream_kind */
-	__u8  flags;           /* reserved, 0 */
+	__u8  seq_proto;       /* enum hftpf_seq_proto */
 	__u8  pad0;
 	__u32 latency_target_us; /* microseconds, 0 = none */
 };                             /* 40 bytes */
@@ -232,12 +338,60 @@ struct hftpf_meta {
 	__u32 flags;           /* reserved, 0 */
 };                             /* 88 bytes */
 
+/* Written by the agent only (never by the programs), so status can show user-space losses too. */
+struct hftpf_agent_stats {
+	__u64 rtt_evictions;   /* egress stamps never acked exactly (cumulative ACKs), swept after 2 s */
+	__u64 events_drained;  /* ring-buffer records read */
+	__u64 events_bad;      /* records with an unknown type or a bad length */
+	__u64 drain_batches;
+};
+
 /* Common header of every ring-buffer record; user space dispatches on type. */
 struct hftpf_event_hdr {
 	__u16 type;            /* enum hftpf_event_type */
 	__u16 len;             /* whole record length in bytes, header included */
 	__u32 cpu;             /* CPU that produced it */
-	__u64 ts_ns;           /* kernel timestamp, ns (clock: see the record) */
+	__u64 ts_ns;           /* probe clock (hftpf_meta.clock) */
 };                             /* 16 bytes */
+
+struct hftpf_ev_gap {
+	struct hftpf_event_hdr hdr;
+	struct hftpf_stream_key stream;
+	__u32 pad0;
+	__u64 expected;        /* sequence the stream expected */
+	__u64 received;        /* sequence that arrived */
+	__u64 missing;         /* received - expected */
+};                             /* 64 bytes */
+
+struct hftpf_ev_rtt {
+	struct hftpf_event_hdr hdr;
+	__u8  saddr[16];       /* our side (the sender of the acked segment) */
+	__u8  daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8  venue;
+	__u8  pad0[3];
+	__u64 rtt_ns;
+};                             /* 64 bytes */
+
+#ifndef HFTPF_PAYLOAD_SNAPLEN
+#define HFTPF_PAYLOAD_SNAPLEN 256
+#endif
+
+/* The first HFTPF_PAYLOAD_SNAPLEN bytes of an order-entry TCP segment's payload, for the decoders. */
+struct hftpf_ev_payload {
+	struct hftpf_event_hdr hdr;
+	__u8  saddr[16];
+	__u8  daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u32 tcp_seq;         /* host order */
+	__u8  venue;
+	__u8  direction;       /* enum hftpf_direction */
+	__u16 cap_len;         /* bytes of data[] that are valid */
+	__u16 orig_len;        /* payload length of the segment */
+	__u16 pad0;
+	__u8  data[HFTPF_PAYLOAD_SNAPLEN];
+};
 
 #endif /* HFTPF_ABI_H */

@@ -7,6 +7,7 @@
 #define HFTPF_MAPS_H
 
 #include "hftpf_abi.h"
+#include "parse.h"
 
 /* Address prefixes configured over all venues; 4096 covers hundreds of venues with many hosts. */
 #ifndef HFTPF_MAX_HOST_PREFIXES
@@ -18,6 +19,20 @@
 #endif
 #ifndef HFTPF_MAX_RULES
 #define HFTPF_MAX_RULES 16384
+#endif
+/* Feed streams tracked (venue x group x port x unit) and in-flight egress TCP stamps. */
+#ifndef HFTPF_MAX_STREAMS
+#define HFTPF_MAX_STREAMS 4096
+#endif
+#ifndef HFTPF_MAX_FLOWS
+#define HFTPF_MAX_FLOWS 65536
+#endif
+/* Ring buffer size in pages (a power of two); config probe.ringbuf_kb sets it. */
+#ifndef HFTPF_RINGBUF_PAGES
+#define HFTPF_RINGBUF_PAGES 1024
+#endif
+#ifndef HFTPF_RTT_SAMPLES
+#define HFTPF_RTT_SAMPLES 1
 #endif
 
 BPF_ARRAY(hftpf_meta, struct hftpf_meta, 1);
@@ -34,5 +49,33 @@ BPF_LPM_TRIE(hftpf_allow_src, struct hftpf_lpm_key, struct hftpf_allow_list, HFT
 BPF_HASH(hftpf_allow_host, struct hftpf_addr, struct hftpf_allow_list, HFTPF_MAX_ALLOW_PREFIXES);
 BPF_PERCPU_ARRAY(hftpf_rule_stats, struct hftpf_rule_counter, HFTPF_MAX_RULES);
 BPF_PERCPU_ARRAY(hftpf_drop_stats, struct hftpf_drop_counter, HFTPF_REASON_MAX);
+/* Shared (not per-CPU) with a spin lock: one feed's packets can arrive on every CPU (RSS), and the
+ * sequence check must see them in one order. */
+BPF_HASH(hftpf_streams, struct hftpf_stream_key, struct hftpf_stream_state, HFTPF_MAX_STREAMS);
+/* Never written: the all-zero insert template for hftpf_streams. Raw bytes, because the verifier
+ * forbids handing a helper a map value whose type holds a bpf_spin_lock. */
+struct hftpf_stream_blob {
+	__u8 b[sizeof(struct hftpf_stream_state)];
+};
+BPF_ARRAY(hftpf_zero_stream, struct hftpf_stream_blob, 1);
+BPF_HASH(hftpf_rtt_pending, struct hftpf_rtt_key, struct hftpf_rtt_val, HFTPF_MAX_FLOWS);
+BPF_PERCPU_ARRAY(hftpf_rtt_hist, struct hftpf_hist, HFTPF_MAX_VENUES + 1);
+BPF_PERCPU_ARRAY(hftpf_venue_tx, struct hftpf_counter, HFTPF_MAX_VENUES + 1);
+BPF_PERCPU_ARRAY(hftpf_probe_stats, struct hftpf_probe_stats, 1);
+BPF_ARRAY(hftpf_agent_stats, struct hftpf_agent_stats, 1);
+BPF_RINGBUF_OUTPUT(hftpf_events, HFTPF_RINGBUF_PAGES);
+
+/* The XDP verdict program hands venue packets to its observer program by tail call. */
+#define HFTPF_TAIL_XDP_OBSERVE 0
+BPF_PROG_ARRAY(hftpf_progs, 4);
+
+/* Parse results handed from hftpf_xdp to hftpf_xdp_observe (same CPU, same packet). */
+struct hftpf_scratch {
+	struct pkt_info pi;
+	__u32 venue;
+	__u32 transport;
+	__s64 tai_minus_utc;
+};
+BPF_PERCPU_ARRAY(hftpf_scratch, struct hftpf_scratch, 1);
 
 #endif /* HFTPF_MAPS_H */

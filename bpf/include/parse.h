@@ -53,6 +53,9 @@ struct tcp_hdr {
 struct cursor {
 	void *pos;
 	void *end;
+	void *start;        /* first byte of the frame: offsets in pkt_info are relative to it */
+	__u32 frame_len;    /* whole frame: data_end - data for XDP, skb->len for TC (payload may be
+			     * in non-linear fragments there, beyond data_end) */
 };
 
 struct vlan_hdr {
@@ -69,9 +72,19 @@ struct pkt_info {
 	__u8  l4proto;      /* HFTPF_IPPROTO_TCP / _UDP / other */
 	__u8  is_fragment;  /* 1: not the first fragment, no L4 header */
 	__u16 vlan_depth;
-	__u16 l4_len;       /* bytes from the L4 header to the end of the frame */
-	__u16 pad;
+	__u16 payload_len;  /* L4 payload bytes per the IP length (Ethernet padding excluded), clamped to the frame */
+	__u16 payload_off;  /* offset of the L4 payload from the start of the frame */
+	__u8  tcp_flags;
+	__u8  pad0;
+	__u32 tcp_seq;      /* host order */
+	__u32 tcp_ack;
+	__u16 l3_end_off;   /* end of the IP packet per its length field, clamped to the frame */
+	__u16 pad1;
 };
+
+#define HFTPF_TCP_FIN 0x01
+#define HFTPF_TCP_SYN 0x02
+#define HFTPF_TCP_ACK 0x10
 
 static __always_inline int parse_ethhdr(struct cursor *c, struct pkt_info *pi)
 {
@@ -117,6 +130,11 @@ static __always_inline int parse_ipv4(struct cursor *c, struct pkt_info *pi)
 		return -1; /* options run past the frame */
 	v4_mapped(pi->saddr, ip->saddr);
 	v4_mapped(pi->daddr, ip->daddr);
+	{
+		long end = (c->pos - c->start) + bpf_ntohs(ip->tot_len);
+		long frame = c->frame_len;
+		pi->l3_end_off = (end > frame || end < (c->pos - c->start) + hlen) ? frame : end;
+	}
 	/* A non-first fragment carries no L4 header; its bytes would be misread as ports. */
 	if (ip->frag_off & bpf_htons(0x1fff))
 		pi->is_fragment = 1;
@@ -132,6 +150,11 @@ static __always_inline int parse_ipv6(struct cursor *c, struct pkt_info *pi)
 	__builtin_memcpy(pi->saddr, &ip6->saddr, 16);
 	__builtin_memcpy(pi->daddr, &ip6->daddr, 16);
 	c->pos = ip6 + 1;
+	{
+		long end = (c->pos - c->start) + bpf_ntohs(ip6->payload_len);
+		long frame = c->frame_len;
+		pi->l3_end_off = end > frame ? frame : end;
+	}
 	int nexthdr = ip6->nexthdr;
 
 #pragma unroll
@@ -192,8 +215,20 @@ static __always_inline int parse_tcp(struct cursor *c, struct pkt_info *pi)
 		return -1;
 	pi->sport = bpf_ntohs(tcp->source);
 	pi->dport = bpf_ntohs(tcp->dest);
+	pi->tcp_seq = bpf_ntohl(tcp->seq);
+	pi->tcp_ack = bpf_ntohl(tcp->ack_seq);
+	pi->tcp_flags = tcp->flags;
 	c->pos += hlen;
 	return 0;
+}
+
+/* Payload length and offset after the L4 header (call once the cursor is past it). */
+static __always_inline void set_payload(struct cursor *c, struct pkt_info *pi)
+{
+	long off = c->pos - c->start;
+	long len = (long)pi->l3_end_off - off;
+	pi->payload_len = len > 0 ? (__u16)len : 0;
+	pi->payload_off = (__u16)off;
 }
 
 #endif /* HFTPF_PARSE_H */

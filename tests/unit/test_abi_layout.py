@@ -17,7 +17,7 @@ HEADER = Path(__file__).resolve().parents[2] / "bpf" / "include" / "hftpf_abi.h"
 
 
 def _c_program() -> str:
-    lines = ["#include <stdio.h>", "#include <stddef.h>", "#include <linux/types.h>", f'#include "{HEADER}"',
+    lines = ["#include <stdio.h>", "#include <stddef.h>", "#include <linux/types.h>", "#include <linux/bpf.h>", f'#include "{HEADER}"',
              "int main(void) {"]
     for cname, py in abi.C_STRUCTS.items():
         lines.append(f'printf("S {cname} %zu\\n", sizeof(struct {cname}));')
@@ -29,12 +29,14 @@ def _c_program() -> str:
             lines.append(f'printf("E {prefix}{member.name} %d\\n", (int){prefix}{member.name});')
     for const in ("ABI_VERSION", "MAX_VENUES", "V4_MAPPED_PREFIX", "PORT_INDEX_SIZE", "VENUE_NAME_LEN",
                   "IFNAME_LEN", "ALLOW_MAX_PER_PREFIX", "FIRST_USER_RULE", "PORT_PROTECTED", "PTP_EVENT_PORT",
-                  "PTP_GENERAL_PORT", "CFG_VENUE_TRIE", "CFG_ALLOW_TRIE"):
+                  "PTP_GENERAL_PORT", "CFG_VENUE_TRIE", "CFG_ALLOW_TRIE", "HIST_BUCKETS"):
         lines.append(f'printf("C {const} %d\\n", (int)HFTPF_{const});')
     for m in ("META", "VENUE_HOSTS", "VENUE_HOST", "VENUE_PORTS", "VENUE_INFO", "VENUE_STATS", "VERDICT_STATS", "PKT_STATS",
-              "CONFIG", "ALLOW_SRC", "ALLOW_HOST", "RULE_STATS", "DROP_STATS"):
+              "CONFIG", "ALLOW_SRC", "ALLOW_HOST", "RULE_STATS", "DROP_STATS", "STREAMS", "RTT_PENDING", "RTT_HIST",
+              "VENUE_TX", "PROBE_STATS", "AGENT_STATS", "EVENTS"):
         lines.append(f'printf("M MAP_{m} %s\\n", HFTPF_MAP_{m});')
-    lines.append('printf("M PROG_XDP %s\\n", HFTPF_PROG_XDP);')
+    for prog in ("XDP", "XDP_OBSERVE", "TC"):
+        lines.append(f'printf("M PROG_{prog} %s\\n", HFTPF_PROG_{prog});')
     lines += ["return 0;", "}"]
     return "\n".join(lines)
 

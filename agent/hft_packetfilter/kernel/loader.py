@@ -148,24 +148,35 @@ def compile_probe(config=None, extra_cflags: Optional[List[str]] = None, clock_t
 
 
 def load_xdp(config=None, extra_cflags: Optional[List[str]] = None):
-    """Compile and load the XDP program with the TAI clock, or with CLOCK_MONOTONIC on kernels whose
-    verifier does not know bpf_ktime_get_tai_ns (< 6.1). Returns (bpf, fn, clock)."""
+    """Compile and load the probe's programs with the TAI clock, or with CLOCK_MONOTONIC on kernels
+    whose verifier does not know bpf_ktime_get_tai_ns (< 6.1), and wire the XDP program's tail call to
+    its observer. Returns (bpf, {program name: fn}, clock)."""
     from bcc import BPF
 
     last = None
     for tai in (True, False):
         b = compile_probe(config, extra_cflags, clock_tai=tai)
         try:
-            fn = b.load_func(abi.PROG_XDP.encode(), BPF.XDP)
-            return b, fn, abi.Clock.TAI if tai else abi.Clock.MONO
+            fns = {abi.PROG_XDP: b.load_func(abi.PROG_XDP.encode(), BPF.XDP),
+                   abi.PROG_XDP_OBSERVE: b.load_func(abi.PROG_XDP_OBSERVE.encode(), BPF.XDP),
+                   abi.PROG_TC: b.load_func(abi.PROG_TC.encode(), BPF.SCHED_CLS)}
         except Exception as e:
             last = e
             b.cleanup()
-    raise ProbeError(f"the kernel refused the XDP program: {last}")
+            continue
+        progs = b.get_table(abi.MAP_PROGS.encode())
+        progs[ctypes.c_int(abi.TAIL_XDP_OBSERVE)] = ctypes.c_int(fns[abi.PROG_XDP_OBSERVE].fd)
+        return b, fns, abi.Clock.TAI if tai else abi.Clock.MONO
+    raise ProbeError(f"the kernel refused the probe's programs: {last}")
 
 
 def validate_maps(b) -> None:
     """Refuse to start when a map is missing or its key/value size differs from the ABI mirror."""
+    for name in abi.UNTYPED_MAPS:
+        try:
+            b.get_table(name.encode())
+        except KeyError:
+            raise ProbeError(f"the compiled probe has no map {name}: bpf/ and abi.py are out of step")
     for name, (ktype, vtype) in abi.MAP_TYPES.items():
         try:
             t = b.get_table(name.encode())
@@ -180,6 +191,11 @@ def validate_maps(b) -> None:
 
 # ---------------------------------------------------------------------------------------------------
 # venue tables
+
+# config protocol (canonical name) -> the feed header the kernel tracks sequences in
+SEQ_PROTOS = {"ITCH/MoldUDP64": abi.SeqProto.MOLDUDP64, "MDP3/UDP": abi.SeqProto.MDP3,
+              "PITCH/UDP": abi.SeqProto.PITCH, "XDP/UDP": abi.SeqProto.NYSE_XDP}
+
 
 def venue_tables(exchanges) -> tuple:
     """From config exchanges to (host prefix -> mask, port index -> mask, id -> VenueInfo).
@@ -206,6 +222,7 @@ def venue_tables(exchanges) -> tuple:
         info.stream_kind = int(abi.StreamKind.MARKET_DATA if ex.stream_kind == "market_data"
                                else abi.StreamKind.ORDER_ENTRY)
         info.latency_target_us = ex.latency_target_us or 0
+        info.seq_proto = int(SEQ_PROTOS.get(ex.protocol, abi.SeqProto.NONE)) if ex.transport == "udp" else 0
         infos[i] = info
     hosts: Dict[object, int] = {}
     for net, mask in own.items():
@@ -249,12 +266,14 @@ class Probe:
         from .probemaps import ProbeMaps
 
         t0 = time.monotonic()
-        self.bpf, self.fn, self.clock = load_xdp(self.config, self.extra_cflags)
+        self.bpf, self.fns, self.clock = load_xdp(self.config, self.extra_cflags)
+        self.fn = self.fns[abi.PROG_XDP]
         validate_maps(self.bpf)
         self.compile_s = time.monotonic() - t0
         self.maps = ProbeMaps.from_bpf(self.bpf)
         self.maps.apply(self.config.exchanges, self.rules, self.config.probe.max_rules, fresh=True)
         self.maps.set_mode(self.filter_mode)
+        self.maps.refresh_clock_offset()
 
     def table(self, name: str):
         return self.bpf.get_table(name.encode())
@@ -295,12 +314,22 @@ class Probe:
                 shutil.rmtree(self.pin_dir, ignore_errors=True)
                 raise ProbeError(_attach_error(self.ifname, self.mode, str(e))) from None
         self.attached = True
+        try:
+            with in_netns(self.netns):
+                tc_flags = attach_tc(self.ifname, self.fns[abi.PROG_TC].fd)
+        except Exception:
+            self.detach()
+            raise
+        meta = self.maps.meta()
+        meta.flags = tc_flags
+        self.maps.write_meta(meta)
 
     def _pin(self, ifindex: int) -> None:
         os.makedirs(self.pin_dir, exist_ok=True)
         for name in abi.PINNED_MAPS:
             bpfsys.obj_pin(self.table(name).map_fd, os.path.join(self.pin_dir, name))
-        bpfsys.obj_pin(self.fn.fd, os.path.join(self.pin_dir, abi.PROG_XDP))
+        for name in abi.PINNED_PROGS:
+            bpfsys.obj_pin(self.fns[name].fd, os.path.join(self.pin_dir, name))
         meta = abi.Meta(abi_version=abi.ABI_VERSION, attach_mode=int(MODE_ENUM[self.mode]), ifindex=ifindex,
                         agent_pid=os.getpid(), attach_time_ns=time.time_ns(), nvenues=len(self.config.exchanges),
                         max_rules=self.config.probe.max_rules, clock=int(self.clock))
@@ -318,6 +347,57 @@ class Probe:
         if self.bpf is not None:
             self.bpf.cleanup()
             self.bpf = None
+
+
+TC_PRIO = 0xC0DE  # our filter's priority on the clsact egress hook, so detach removes only ours
+
+
+def attach_tc(ifname: str, fd: int) -> int:
+    """Attach the egress program as a direct-action clsact filter (in the current netns). Returns
+    hftpf_meta flags saying what was done, so detach undoes exactly that."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    flags = 0
+    with IPRoute() as ip:
+        idx = ifindex_of(ifname)
+        try:
+            ip.tc("add", "clsact", idx)
+            flags |= abi.META_TC_CLSACT_OURS
+        except NetlinkError as e:
+            if e.code != errno.EEXIST:
+                raise ProbeError(f"cannot add a clsact qdisc to {ifname}: {e}") from None
+        try:
+            ip.tc("add-filter", "bpf", idx, ":1", fd=fd, name=abi.PROG_TC, parent="ffff:fff3", classid=1,
+                  direct_action=True, prio=TC_PRIO)
+        except NetlinkError as e:
+            if flags & abi.META_TC_CLSACT_OURS:
+                ip.tc("del", "clsact", idx)
+            raise ProbeError(f"cannot attach the TC egress program to {ifname}: {e}") from None
+    return flags | abi.META_TC_ATTACHED
+
+
+def detach_tc(ifname: str, flags: int) -> None:
+    """Remove our egress filter (and the clsact qdisc when we created it and nothing else uses it)."""
+    if not flags & abi.META_TC_ATTACHED:
+        return
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with IPRoute() as ip:
+        try:
+            idx = ifindex_of(ifname)
+        except ProbeError:
+            return  # the interface is gone, and its qdiscs with it
+        with contextlib.suppress(NetlinkError):
+            ip.tc("del-filter", "bpf", idx, ":1", parent="ffff:fff3", prio=TC_PRIO)
+        if flags & abi.META_TC_CLSACT_OURS:
+            others = subprocess.run(["tc", "filter", "show", "dev", ifname, "egress"], capture_output=True,
+                                    text=True).stdout.strip() or subprocess.run(
+                ["tc", "filter", "show", "dev", ifname, "ingress"], capture_output=True, text=True).stdout.strip()
+            if not others:
+                with contextlib.suppress(NetlinkError):
+                    ip.tc("del", "clsact", idx)
 
 
 def _attach_error(ifname: str, mode: str, err: str) -> str:
@@ -418,6 +498,9 @@ def detach_interface(ifname: str, netns: Optional[str] = None, wait_agent_s: flo
         state = xdp_state(ifname, netns)
     except ProbeError:
         state = {"prog_ids": []}  # the interface is gone (e.g. its namespace was deleted)
+    if meta is not None:
+        with in_netns(netns):
+            detach_tc(ifname, meta.flags)
     if our_id is not None and our_id in state["prog_ids"]:
         mode = MODE_NAME.get(meta.attach_mode if meta else 0, "native")
         from bcc import BPF

@@ -28,7 +28,7 @@ class ProbeMaps:
     def from_pins(cls, pdir: str) -> "ProbeMaps":
         maps = {}
         try:
-            for name in abi.PINNED_MAPS:
+            for name in abi.TYPED_MAPS:
                 maps[name] = bpfsys.Map.pinned(os.path.join(pdir, name), *abi.MAP_TYPES[name])
         except BaseException:
             for m in maps.values():
@@ -40,7 +40,7 @@ class ProbeMaps:
     def from_bpf(cls, b) -> "ProbeMaps":
         """Borrow the map fds of a BCC object (BCC keeps ownership)."""
         return cls({name: bpfsys.Map(b.get_table(name.encode()).map_fd, *abi.MAP_TYPES[name], name=name,
-                                     owns_fd=False) for name in abi.PINNED_MAPS})
+                                     owns_fd=False) for name in abi.TYPED_MAPS})
 
     def close(self) -> None:
         for m in self.m.values():
@@ -63,12 +63,27 @@ class ProbeMaps:
         return abi.Mode(self.m[abi.MAP_CONFIG].lookup(0).mode)
 
     def set_mode(self, mode: abi.Mode) -> None:
-        cur = self.m[abi.MAP_CONFIG].lookup(0)
-        self.m[abi.MAP_CONFIG].update(0, abi.ProbeConfig(mode=int(mode), flags=cur.flags if cur else 0))
+        cur = self.m[abi.MAP_CONFIG].lookup(0) or abi.ProbeConfig()
+        cur.mode = int(mode)
+        self.m[abi.MAP_CONFIG].update(0, cur)
 
     def _set_flags(self, flags: int) -> None:
-        cur = self.m[abi.MAP_CONFIG].lookup(0)
-        self.m[abi.MAP_CONFIG].update(0, abi.ProbeConfig(mode=cur.mode if cur else 0, flags=flags))
+        cur = self.m[abi.MAP_CONFIG].lookup(0) or abi.ProbeConfig()
+        cur.flags = flags
+        self.m[abi.MAP_CONFIG].update(0, cur)
+
+    def refresh_clock_offset(self) -> int:
+        """Write CLOCK_TAI - CLOCK_REALTIME as the kernel keeps it now (changes when NTP/PTP sets the
+        TAI offset or at a leap second), for exchange-time latency. Returns it in ns."""
+        import time
+
+        off = time.clock_gettime_ns(time.CLOCK_TAI) - time.time_ns()
+        off = round(off / 1e9) * 1_000_000_000  # a whole number of seconds; drop the read-to-read jitter
+        cur = self.m[abi.MAP_CONFIG].lookup(0) or abi.ProbeConfig()
+        if cur.tai_minus_utc_ns != off:
+            cur.tai_minus_utc_ns = off
+            self.m[abi.MAP_CONFIG].update(0, cur)
+        return off
 
     # -- venues and the allow-list --------------------------------------------------------------------
     def apply(self, exchanges, ruleset: Optional[al.RuleSet], max_rules: int, fresh: bool = False) -> Dict[str, int]:
@@ -145,6 +160,16 @@ class ProbeMaps:
             if k.value < n:
                 fields = [f[0] for f in self.m[name].value_type._fields_]
                 out[k.value] = tuple(sum(getattr(v, f) for v in vals) for f in fields)
+        return out
+
+    def histograms(self, name: str, n: int) -> List[Tuple[int, int, List[int]]]:
+        """(count, sum_ns, buckets) of each per-CPU histogram 0..n-1, summed over CPUs."""
+        out = [(0, 0, [0] * abi.HIST_BUCKETS) for _ in range(n)]
+        for k, vals in self.m[name].items_batch(max(n, 1)):
+            i = k.value
+            if i < n:
+                buckets = [sum(v.bucket[b] for v in vals) for b in range(abi.HIST_BUCKETS)]
+                out[i] = (sum(v.count for v in vals), sum(v.sum_ns for v in vals), buckets)
         return out
 
     def rule_hits(self, ids: Iterable[int]) -> Dict[int, Dict[str, int]]:

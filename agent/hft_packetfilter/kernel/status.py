@@ -37,18 +37,28 @@ def interface_status(key: str, with_rules: bool = False) -> Dict[str, object]:
         except ProbeError:
             attached = False
         vstats = maps.counters(abi.MAP_VENUE_STATS, abi.MAX_VENUES + 1)
+        txstats = maps.counters(abi.MAP_VENUE_TX, abi.MAX_VENUES + 1)
+        clock = abi.Clock(meta.clock).name.lower()
+        rtt = maps.histograms(abi.MAP_RTT_HIST, meta.nvenues + 1)
+        infos = maps.venue_infos(meta.nvenues)
+        names = {vid: vi.name.decode(errors="replace") for vid, vi in infos.items()}
         venues: Dict[str, Dict[str, object]] = {}
-        for vid, vi in maps.venue_infos(meta.nvenues).items():
+        for vid, vi in infos.items():
             pk, by = vstats[vid]
-            venues[vi.name.decode(errors="replace")] = {
+            venues[names[vid]] = {
                 "id": vid,
                 "transport": abi.Transport(vi.transport).name.lower(),
                 "stream_kind": abi.StreamKind(vi.stream_kind).name.lower(),
                 "latency_target_us": vi.latency_target_us or None,
                 "rx_packets": pk, "rx_bytes": by,
+                "tx_packets": txstats[vid][0], "tx_bytes": txstats[vid][1],
+                "rtt_us": _latency(rtt[vid], clock),
             }
+        streams = stream_status(maps, names, clock)
+        ps = maps.counters(abi.MAP_PROBE_STATS, 1)[0]
+        ag = maps.m[abi.MAP_AGENT_STATS].lookup(0)
         vs = maps.counters(abi.MAP_VERDICT_STATS, abi.Verdict.MAX)
-        ps = maps.counters(abi.MAP_PKT_STATS, abi.PktClass.MAX)
+        pcls = maps.counters(abi.MAP_PKT_STATS, abi.PktClass.MAX)
         ds = maps.counters(abi.MAP_DROP_STATS, abi.Reason.MAX)
         mode = FILTER_MODE_NAME.get(maps.mode(), "monitor")
         drops = {abi.Reason(r).name.lower(): {"dropped_packets": ds[r][0], "dropped_bytes": ds[r][1],
@@ -63,7 +73,7 @@ def interface_status(key: str, with_rules: bool = False) -> Dict[str, object]:
             "attached": attached,
             "program_id": prog_id,
             "attached_since": meta.attach_time_ns / 1e9,
-            "clock": abi.Clock(meta.clock).name.lower(),
+            "clock": clock,
             "agent_pid": meta.agent_pid,
             "agent_running": agent_alive(meta.agent_pid),
             "pin_dir": pdir,
@@ -72,13 +82,56 @@ def interface_status(key: str, with_rules: bool = False) -> Dict[str, object]:
             "verdicts": {abi.Verdict(v).name.lower(): vs[v][0] for v in range(abi.Verdict.MAX)},
             "verdict_bytes": {abi.Verdict(v).name.lower(): vs[v][1] for v in range(abi.Verdict.MAX)},
             "drops": drops,
-            "packet_classes": {abi.PktClass(c).name.lower(): ps[c][0] for c in range(abi.PktClass.MAX)},
+            "packet_classes": {abi.PktClass(c).name.lower(): pcls[c][0] for c in range(abi.PktClass.MAX)},
+            "streams": streams,
             "probe": {"abi_version": meta.abi_version, "max_rules": meta.max_rules,
-                      "truncated": ps[abi.PktClass.TRUNCATED][0]},
+                      "truncated": pcls[abi.PktClass.TRUNCATED][0],
+                      "ringbuf_events": ps[0], "ringbuf_lost": ps[1], "rtt_samples": ps[2],
+                      "rtt_table_full": ps[3], "stream_table_full": ps[4], "rtt_retransmits": ps[5],
+                      "map_evictions": ag.rtt_evictions, "events_drained": ag.events_drained,
+                      "events_bad": ag.events_bad},
         }
         if with_rules:
             doc["rules"] = rules_with_hits(maps, runstate.read(key))
     return doc
+
+
+def _latency(h, clock: str) -> Dict[str, object]:
+    """Percentiles (us) of a kernel histogram (a tuple: count, sum_ns, buckets)."""
+    from ..analytics.percentiles import LatencyRecorder
+
+    rec = LatencyRecorder(clock=clock)
+    count, total, buckets = h
+    if count:
+        rec.add_buckets(buckets, total)
+    snap = rec.snapshot()
+    return {k: snap[k] for k in ("count", "p50", "p90", "p99", "p99_9", "max", "min", "mean", "clock")}
+
+
+def _addr_text(raw: bytes) -> str:
+    import ipaddress
+
+    a = ipaddress.IPv6Address(bytes(raw))
+    return str(a.ipv4_mapped) if a.ipv4_mapped else str(a)
+
+
+def stream_status(maps: ProbeMaps, names: Dict[int, str], clock: str) -> Dict[str, Dict[str, object]]:
+    """Every feed stream the kernel tracks: `<venue>:<group>:<port>[/unit]` -> counters."""
+    out: Dict[str, Dict[str, object]] = {}
+    for key, st in maps.m[abi.MAP_STREAMS].items_batch(1024):
+        venue = names.get(key.venue, f"venue{key.venue}")
+        name = f"{venue}:{_addr_text(key.daddr)}:{key.dport}" + (f"/u{key.unit}" if key.unit else "")
+        lat = (st.lat.count, st.lat.sum_ns, list(st.lat.bucket))
+        out[name] = {
+            "venue": venue, "protocol": abi.SeqProto(st.seq_proto).name.lower(),
+            "packets": st.packets, "messages": st.messages, "gaps": st.gaps, "missing": st.missing,
+            "duplicates": st.duplicates, "out_of_order": st.out_of_order, "resets": st.resets,
+            "heartbeats": st.heartbeats, "expected_seq": st.expected,
+            "ended": bool(st.flags & abi.STREAM_ENDED), "peak_packets_per_ms": st.peak_ms_packets,
+            "feed_latency_us": _latency(lat, clock) if clock == "tai" else None,
+            "feed_latency_negative": st.lat_negative,
+        }
+    return out
 
 
 def rules_with_hits(maps: ProbeMaps, state: Optional[dict]) -> list:
