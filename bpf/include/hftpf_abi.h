@@ -266,7 +266,7 @@ struct hftpf_stream_state {
 	__u64 heartbeats;
 	__u64 first_ts_ns;     /* probe clock */
 	__u64 last_ts_ns;
-	__u64 cur_ms;          /* microburst: packets in the current millisecond and the peak */
+	__u64 cur_ms;          /* microburst: packets in the current 2^20 ns (~1.05 ms) window and the peak */
 	__u64 cur_ms_packets;
 	__u64 peak_ms_packets;
 	__u64 session_lo;      /* MoldUDP64 session of the current sequence space: bytes 0-7 ... */

@@ -202,3 +202,42 @@ def test_tiny_ring_stalled_consumer_accounts_every_event(lab):
         assert submitted + lost == n - 1
     finally:
         p.detach()
+
+
+def test_sequence_tracking_survives_agent_kill9(lab, tmp_path):
+    """The observer is reached through a pinned program array: after kill -9 of the agent the kernel
+    keeps tracking sequences (an unpinned array would be emptied with the agent's last reference)."""
+    import json
+    import signal
+
+    from hft_packetfilter.kernel.loader import detach_interface, pin_dir
+    from hft_packetfilter.kernel.netlab import socket_in
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(CFG)
+    agent = [sys.executable, "-m", "hft_packetfilter.cli"]
+    proc = subprocess.Popen([*agent, "attach", IF_RX, "--netns", NS_RX, "-c", str(cfg), "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 15
+        while not os.path.exists(os.path.join(pin_dir(IF_RX, NS_RX), "hftpf_meta")) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+        s = socket_in(NS_TX)
+        for seq in (1, 2, 5):  # one gap of 2
+            s.sendto(moldudp64(b"KILLSESS01", seq, 1), (RX_IP, 26400))
+        s.close()
+        time.sleep(0.3)
+        r = subprocess.run([*agent, "status", IF_RX, "--netns", NS_RX, "--json"], capture_output=True, text=True)
+        st = json.loads(r.stdout)["interfaces"][f"{NS_RX}:{IF_RX}"]
+        assert not st["agent_running"]
+        (feed,) = [v for v in st["streams"].values() if v["venue"] == "FEED"]
+        assert (feed["packets"], feed["gaps"], feed["missing"]) == (3, 1, 2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if os.path.isdir(pin_dir(IF_RX, NS_RX)):
+            detach_interface(IF_RX, NS_RX)

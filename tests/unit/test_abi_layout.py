@@ -99,3 +99,27 @@ def test_lpm_key_v4_mapped():
     k = abi.lpm_key(__import__("ipaddress").ip_network("192.0.2.0/24"))
     assert k.prefixlen == 96 + 24
     assert bytes(k.addr) == bytes(10) + b"\xff\xff" + bytes([192, 0, 2, 0])
+
+
+def test_kernel_histogram_buckets_match_python(tmp_path):
+    """The kernel's hist_bucket() (extracted verbatim from bpf/hftpf.bpf.c and compiled for the host)
+    and analytics.percentiles.bucket_index() put every value in the same bucket."""
+    from hft_packetfilter.analytics.percentiles import NUM_BUCKETS, bucket_index
+
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if not cc:
+        pytest.skip("no C compiler (gcc) to check the histogram layout")
+    src = (HEADER.parents[1] / "hftpf.bpf.c").read_text()
+    funcs = [re.search(r"static __always_inline __u32 %s\(__u64 v\)\n\{.*?\n\}" % name, src, re.S).group(0)
+             for name in ("log2_u64", "hist_bucket")]
+    values = sorted({0, 1, 63, 64, 65, 79, 80, 127, 128, 1000, 10**6, 10**9, 10**10, 2**63, 2**64 - 1,
+                     *(int(1.37 ** k) for k in range(1, 140)), *(2 ** k for k in range(64)), *(2 ** k - 1 for k in range(1, 64))})
+    prog = ["#include <stdio.h>", "#include <linux/types.h>", f"#define HFTPF_HIST_BUCKETS {abi.HIST_BUCKETS}",
+            "#define __always_inline inline", *funcs, "int main(void) {",
+            *(f'printf("%u\\n", hist_bucket({v}ULL));' for v in values), "return 0; }"]
+    (tmp_path / "h.c").write_text("\n".join(prog))
+    subprocess.run([cc, "-O1", "-o", str(tmp_path / "h"), str(tmp_path / "h.c")], check=True)
+    got = [int(x) for x in subprocess.run([str(tmp_path / "h")], capture_output=True, text=True,
+                                          check=True).stdout.split()]
+    assert NUM_BUCKETS == abi.HIST_BUCKETS
+    assert got == [min(bucket_index(v), NUM_BUCKETS - 1) for v in values]
