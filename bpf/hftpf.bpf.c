@@ -8,8 +8,8 @@
  * The verdict is final before anything that can fail for lack of room (ring-buffer reserves come
  * after it), so a full ring can never change what is dropped.
  *
- * TC egress (hftpf_tc_egress): parse -> classify -> stamp -> remember order-entry TCP segments for
- * RTT, payload samples -> per-venue tx counters. Same clock, same maps, so an outbound order and the
+ * TC egress (hftpf_tc_egress): parse -> classify -> kill switch (drop while engaged) -> stamp ->
+ * remember order-entry TCP segments for RTT, payload samples -> per-venue tx counters. Same clock, same maps, so an outbound order and the
  * inbound ack are measured against each other.
  *
  * Venue matching: a packet belongs to venue V when V's host prefix covers its source or destination
@@ -583,6 +583,29 @@ int hftpf_tc_egress(struct __sk_buff *skb)
 	classify(&c, data, &pi, &k);
 	if (k.cls == HFTPF_PKT_VENUE) {
 		__u32 venue = k.venue;
+		/* Kill switch: decided first, before any stamp or event, like the ingress verdict. */
+		struct hftpf_kill *ks = hftpf_kill.lookup(&venue);
+		if (!(ks && ks->engaged) && (k.cfg_flags & HFTPF_CFG_KILL_FLOWS)) {
+			struct hftpf_flow_key fk = {};
+			__builtin_memcpy(fk.saddr, pi.saddr, 16);
+			__builtin_memcpy(fk.daddr, pi.daddr, 16);
+			fk.sport = pi.sport;
+			fk.dport = pi.dport;
+			ks = hftpf_kill_flows.lookup(&fk);
+		}
+		if (ks && ks->engaged) {
+			if (!ks->first_drop_ns)
+				ks->first_drop_ns = hftpf_now();
+			__sync_fetch_and_add(&ks->dropped_packets, 1);
+			__sync_fetch_and_add(&ks->dropped_bytes, skb->len);
+			__u32 r = HFTPF_REASON_KILL_SWITCH;
+			struct hftpf_drop_counter *dc = hftpf_drop_stats.lookup(&r);
+			if (dc) {
+				dc->dropped_packets++;
+				dc->dropped_bytes += skb->len;
+			}
+			return 2; /* TC_ACT_SHOT */
+		}
 		count(hftpf_venue_tx.lookup(&venue), skb->len);
 		struct hftpf_venue_info *vi = hftpf_venue_info.lookup(&venue);
 		if (vi && k.transport == HFTPF_TRANSPORT_TCP && vi->stream_kind == HFTPF_STREAM_ORDER_ENTRY) {
@@ -595,5 +618,5 @@ int hftpf_tc_egress(struct __sk_buff *skb)
 		__u32 none = 0;
 		count(hftpf_venue_tx.lookup(&none), skb->len);
 	}
-	return 0; /* TC_ACT_OK: egress only observes (the kill switch arrives with the risk issue) */
+	return 0; /* TC_ACT_OK */
 }

@@ -28,6 +28,7 @@ STREAM_STARTED = 0x1
 STREAM_ENDED = 0x2
 CFG_VENUE_TRIE = 0x1
 CFG_ALLOW_TRIE = 0x2
+CFG_KILL_FLOWS = 0x4
 
 MAP_META = "hftpf_meta"
 MAP_VENUE_HOSTS = "hftpf_venue_hosts"
@@ -48,6 +49,8 @@ MAP_RTT_HIST = "hftpf_rtt_hist"
 MAP_VENUE_TX = "hftpf_venue_tx"
 MAP_PROBE_STATS = "hftpf_probe_stats"
 MAP_AGENT_STATS = "hftpf_agent_stats"
+MAP_KILL = "hftpf_kill"
+MAP_KILL_FLOWS = "hftpf_kill_flows"
 MAP_EVENTS = "hftpf_events"
 PROG_XDP = "hftpf_xdp"
 PROG_XDP_OBSERVE = "hftpf_xdp_observe"
@@ -57,7 +60,7 @@ PROG_TC = "hftpf_tc_egress"
 PINNED_MAPS = (MAP_META, MAP_CONFIG, MAP_VENUE_HOSTS, MAP_VENUE_HOST, MAP_VENUE_PORTS, MAP_VENUE_INFO,
                MAP_VENUE_STATS, MAP_VERDICT_STATS, MAP_PKT_STATS, MAP_ALLOW_SRC, MAP_ALLOW_HOST,
                MAP_RULE_STATS, MAP_DROP_STATS, MAP_STREAMS, MAP_RTT_PENDING, MAP_RTT_HIST, MAP_VENUE_TX,
-               MAP_PROBE_STATS, MAP_AGENT_STATS, "hftpf_events", "hftpf_progs")
+               MAP_PROBE_STATS, MAP_AGENT_STATS, MAP_KILL, MAP_KILL_FLOWS, "hftpf_events", "hftpf_progs")
 
 
 class Verdict(enum.IntEnum):
@@ -102,7 +105,7 @@ class Reason(enum.IntEnum):
     NONE = 0
     UNKNOWN_SOURCE = 1
     DENY_RULE = 2
-    RESERVED3 = 3
+    KILL_SWITCH = 3
     MAX = 4
 
 
@@ -225,6 +228,15 @@ class ProbeStats(ctypes.Structure):
                 ("reserved", u64)]
 
 
+class Kill(ctypes.Structure):
+    _fields_ = [("engaged", u32), ("pad0", u32), ("engaged_at_ns", u64), ("first_drop_ns", u64),
+                ("dropped_packets", u64), ("dropped_bytes", u64)]
+
+
+class FlowKey(ctypes.Structure):
+    _fields_ = [("saddr", u8 * 16), ("daddr", u8 * 16), ("sport", u16), ("dport", u16)]
+
+
 class AgentStats(ctypes.Structure):
     _fields_ = [("rtt_evictions", u64), ("events_drained", u64), ("events_bad", u64), ("drain_batches", u64)]
 
@@ -296,6 +308,8 @@ C_STRUCTS = {
     "hftpf_rtt_val": RttVal,
     "hftpf_probe_stats": ProbeStats,
     "hftpf_agent_stats": AgentStats,
+    "hftpf_kill": Kill,
+    "hftpf_flow_key": FlowKey,
     "hftpf_ev_gap": EvGap,
     "hftpf_ev_rtt": EvRtt,
     "hftpf_ev_payload": EvPayload,
@@ -322,6 +336,8 @@ MAP_TYPES = {
     MAP_VENUE_TX: (u32, Counter),
     MAP_PROBE_STATS: (u32, ProbeStats),
     MAP_AGENT_STATS: (u32, AgentStats),
+    MAP_KILL: (u32, Kill),
+    MAP_KILL_FLOWS: (FlowKey, Kill),
 }
 MAP_PROGS = "hftpf_progs"
 # Pinned but not read through ctypes: the ring buffer, and the tail-call table (pinned because the

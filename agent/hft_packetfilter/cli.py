@@ -589,9 +589,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("-j", "--json", action="store_true", help="print only a final JSON report")
     m.set_defaults(func=cmd_demo)
 
+    from . import killswitch as _killswitch
     from . import replay as _replay
 
     _replay.add_parser(sub)
+    _killswitch.add_parser(sub)
     return p
 
 

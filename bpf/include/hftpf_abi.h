@@ -55,6 +55,7 @@
  * trie walk costs 20-40 ns here, so it is skipped when no configured prefix is shorter than a host. */
 #define HFTPF_CFG_VENUE_TRIE 0x1
 #define HFTPF_CFG_ALLOW_TRIE 0x2
+#define HFTPF_CFG_KILL_FLOWS 0x4   /* hftpf_kill_flows holds entries: egress looks flows up */
 
 /* hftpf_port_info.flags */
 #define HFTPF_PORT_PROTECTED 0x1   /* packets TO this port need an allow rule in enforce mode */
@@ -84,6 +85,8 @@
 #define HFTPF_MAP_PROBE_STATS   "hftpf_probe_stats"   /* percpu array[1] of hftpf_probe_stats */
 #define HFTPF_MAP_EVENTS        "hftpf_events"        /* ring buffer of records starting with hftpf_event_hdr */
 #define HFTPF_MAP_AGENT_STATS   "hftpf_agent_stats"   /* array[1] of hftpf_agent_stats (agent-written) */
+#define HFTPF_MAP_KILL          "hftpf_kill"          /* array[HFTPF_MAX_VENUES + 1] of hftpf_kill (per venue) */
+#define HFTPF_MAP_KILL_FLOWS    "hftpf_kill_flows"    /* hash: hftpf_flow_key -> hftpf_kill (per session) */
 #define HFTPF_PROG_XDP          "hftpf_xdp"           /* pinned XDP ingress program */
 #define HFTPF_PROG_XDP_OBSERVE  "hftpf_xdp_observe"   /* its observer, reached by tail call */
 #define HFTPF_PROG_TC           "hftpf_tc_egress"     /* pinned TC clsact egress program */
@@ -137,7 +140,7 @@ enum hftpf_reason {
 	HFTPF_REASON_NONE           = 0,
 	HFTPF_REASON_UNKNOWN_SOURCE = 1, /* to a protected port, no allow rule covers the source */
 	HFTPF_REASON_DENY_RULE      = 2, /* an explicit deny rule matched */
-	HFTPF_REASON_RESERVED3      = 3, /* kept for the kill switch (egress) */
+	HFTPF_REASON_KILL_SWITCH    = 3, /* egress to a venue (or session) whose kill switch is engaged */
 	HFTPF_REASON_MAX            = 4,
 };
 
@@ -337,6 +340,25 @@ struct hftpf_meta {
 	__u32 clock;           /* enum hftpf_clock used for every kernel timestamp */
 	__u32 flags;           /* reserved, 0 */
 };                             /* 88 bytes */
+
+/* Kill switch state: engaged by the agent (a rule or `hftpf-agent kill-switch engage`), read by the
+ * TC egress program, which drops every packet to the venue (or session) while engaged. */
+struct hftpf_kill {
+	__u32 engaged;         /* 1 = drop egress */
+	__u32 pad0;
+	__u64 engaged_at_ns;   /* probe clock, written by the agent when engaging */
+	__u64 first_drop_ns;   /* probe clock of the first packet dropped after engaging (0 = none yet) */
+	__u64 dropped_packets; /* since engaged (atomic adds) */
+	__u64 dropped_bytes;
+};
+
+/* A session's egress 5-tuple (as sent; TCP or UDP by the ports' venue). */
+struct hftpf_flow_key {
+	__u8  saddr[16];
+	__u8  daddr[16];
+	__u16 sport;
+	__u16 dport;
+};                             /* 36 bytes */
 
 /* Written by the agent only (never by the programs), so status can show user-space losses too. */
 struct hftpf_agent_stats {

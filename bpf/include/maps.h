@@ -63,6 +63,8 @@ BPF_PERCPU_ARRAY(hftpf_rtt_hist, struct hftpf_hist, HFTPF_MAX_VENUES + 1);
 BPF_PERCPU_ARRAY(hftpf_venue_tx, struct hftpf_counter, HFTPF_MAX_VENUES + 1);
 BPF_PERCPU_ARRAY(hftpf_probe_stats, struct hftpf_probe_stats, 1);
 BPF_ARRAY(hftpf_agent_stats, struct hftpf_agent_stats, 1);
+BPF_ARRAY(hftpf_kill, struct hftpf_kill, HFTPF_MAX_VENUES + 1);
+BPF_HASH(hftpf_kill_flows, struct hftpf_flow_key, struct hftpf_kill, 1024);
 BPF_RINGBUF_OUTPUT(hftpf_events, HFTPF_RINGBUF_PAGES);
 
 /* The XDP verdict program hands venue packets to its observer program by tail call. */

@@ -7,7 +7,7 @@ import pytest
 
 from hft_packetfilter.cli import build_parser, main
 
-COMMANDS = ["check", "attach", "detach", "status", "demo", "replay"]
+COMMANDS = ["check", "attach", "detach", "status", "demo", "replay", "kill-switch"]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)

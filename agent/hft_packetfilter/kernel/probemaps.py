@@ -67,10 +67,43 @@ class ProbeMaps:
         cur.mode = int(mode)
         self.m[abi.MAP_CONFIG].update(0, cur)
 
-    def _set_flags(self, flags: int) -> None:
+    def _set_flags(self, flags: int, mask: int) -> None:
+        """Set the config flag bits in `mask` to those of `flags`, keeping the others."""
         cur = self.m[abi.MAP_CONFIG].lookup(0) or abi.ProbeConfig()
-        cur.flags = flags
+        cur.flags = (cur.flags & ~mask) | (flags & mask)
         self.m[abi.MAP_CONFIG].update(0, cur)
+
+    # -- kill switch ------------------------------------------------------------------------------------
+    def _probe_now(self) -> int:
+        import time
+
+        clock = self.meta().clock
+        return time.clock_gettime_ns(time.CLOCK_TAI if clock == abi.Clock.TAI else time.CLOCK_MONOTONIC)
+
+    def kill_engage(self, venue_id: int) -> abi.Kill:
+        """Drop every egress packet to the venue from the next packet on (one map update)."""
+        k = abi.Kill(engaged=1, engaged_at_ns=self._probe_now())
+        self.m[abi.MAP_KILL].update(venue_id, k)
+        return k
+
+    def kill_release(self, venue_id: int) -> abi.Kill:
+        """Let traffic flow again; returns the state it had (drop counts, first drop time)."""
+        old = self.m[abi.MAP_KILL].lookup(venue_id)
+        self.m[abi.MAP_KILL].update(venue_id, abi.Kill())
+        return old
+
+    def kill_state(self, nvenues: int) -> Dict[int, abi.Kill]:
+        return {vid: self.m[abi.MAP_KILL].lookup(vid) for vid in range(1, nvenues + 1)}
+
+    def kill_flow_engage(self, key: abi.FlowKey) -> None:
+        self.m[abi.MAP_KILL_FLOWS].update(key, abi.Kill(engaged=1, engaged_at_ns=self._probe_now()))
+        self._set_flags(abi.CFG_KILL_FLOWS, abi.CFG_KILL_FLOWS)
+
+    def kill_flow_release(self, key: abi.FlowKey) -> bool:
+        gone = self.m[abi.MAP_KILL_FLOWS].delete(key)
+        if not list(self.m[abi.MAP_KILL_FLOWS].keys()):
+            self._set_flags(0, abi.CFG_KILL_FLOWS)
+        return gone
 
     def refresh_clock_offset(self) -> int:
         """Write CLOCK_TAI - CLOCK_REALTIME as the kernel keeps it now (changes when NTP/PTP sets the
@@ -122,7 +155,8 @@ class ProbeMaps:
             self.m[name].update_batch(b"".join(k for k, _ in kv), b"".join(v for _, v in kv), len(kv))
         # the tries are consulted only once they hold entries, and stop being consulted before
         # their entries go (step 4)
-        self._set_flags((abi.CFG_VENUE_TRIE if vtrie else 0) | (abi.CFG_ALLOW_TRIE if trie_kv else 0))
+        self._set_flags((abi.CFG_VENUE_TRIE if vtrie else 0) | (abi.CFG_ALLOW_TRIE if trie_kv else 0),
+                        abi.CFG_VENUE_TRIE | abi.CFG_ALLOW_TRIE)
         # 3. port table: venue masks and protection flags
         want: Dict[int, abi.PortInfo] = {}
         for idx in set(ports) | set(protected):

@@ -55,6 +55,9 @@ def interface_status(key: str, with_rules: bool = False) -> Dict[str, object]:
                 "rtt_us": _latency(rtt[vid], clock),
             }
         streams = stream_status(maps, names, clock)
+        from ..killswitch import state as kill_state
+
+        kills = kill_state(maps, key, names)
         ps = maps.counters(abi.MAP_PROBE_STATS, 1)[0]
         ag = maps.m[abi.MAP_AGENT_STATS].lookup(0)
         vs = maps.counters(abi.MAP_VERDICT_STATS, abi.Verdict.MAX)
@@ -63,7 +66,7 @@ def interface_status(key: str, with_rules: bool = False) -> Dict[str, object]:
         mode = FILTER_MODE_NAME.get(maps.mode(), "monitor")
         drops = {abi.Reason(r).name.lower(): {"dropped_packets": ds[r][0], "dropped_bytes": ds[r][1],
                                               "would_drop_packets": ds[r][2], "would_drop_bytes": ds[r][3]}
-                 for r in (abi.Reason.UNKNOWN_SOURCE, abi.Reason.DENY_RULE)}
+                 for r in (abi.Reason.UNKNOWN_SOURCE, abi.Reason.DENY_RULE, abi.Reason.KILL_SWITCH)}
         doc = {
             "ifname": ifname,
             "netns": netns,
@@ -84,6 +87,7 @@ def interface_status(key: str, with_rules: bool = False) -> Dict[str, object]:
             "drops": drops,
             "packet_classes": {abi.PktClass(c).name.lower(): pcls[c][0] for c in range(abi.PktClass.MAX)},
             "streams": streams,
+            "kill_switch": kills,
             "probe": {"abi_version": meta.abi_version, "max_rules": meta.max_rules,
                       "truncated": pcls[abi.PktClass.TRUNCATED][0],
                       "ringbuf_events": ps[0], "ringbuf_lost": ps[1], "rtt_samples": ps[2],
