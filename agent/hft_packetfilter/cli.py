@@ -128,7 +128,7 @@ def cmd_attach(args) -> int:
     from .kernel import runstate
     from .kernel.loader import (Probe, ProbeError, adopt, agent_alive, detach_interface, pin_dir, pin_key,
                                 pinned_status_alive, read_meta)
-    from .kernel.runtime import ProbeRuntime
+    from .live import LiveAgent
     from .kernel.status import interface_status
 
     config = _load_config(args.config)
@@ -175,11 +175,11 @@ def cmd_attach(args) -> int:
                 st = interface_status(key)
                 print(json.dumps(st) if args.json else _summary_line(st), flush=True)
 
-        runtime = ProbeRuntime(pin_dir(args.interface, args.netns))
+        live = LiveAgent(config, key, pin_dir(args.interface, args.netns))
         try:
-            runtime.run_for(args.duration, args.interval, on_interval=summary)
+            live.runtime.run_for(args.duration, args.interval, on_interval=summary)
         finally:
-            runtime.close()
+            live.close()
     except _Stop:
         pass
     except (ProbeError, al.RuleError) as e:
@@ -272,6 +272,16 @@ def cmd_status(args) -> int:
         doc = status(pin_key(args.interface, args.netns) if args.interface else None)
     except ProbeError as e:
         return _err(str(e))
+    from .control import request, socket_path
+
+    for key, st in doc["interfaces"].items():
+        if st["agent_running"]:
+            try:
+                st["agent"] = request(socket_path(key), "snapshot", timeout=2.0)["agent"]
+            except (ConnectionError, ValueError) as e:
+                st["agent"] = {"error": f"the agent (pid {st['agent_pid']}) did not answer: {e}"}
+        else:
+            st["agent"] = None
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
