@@ -107,6 +107,30 @@ def _summary_line(st) -> str:
     return time.strftime("%H:%M:%S ") + " ".join(parts)
 
 
+def _start_metrics(args, config, live):
+    """The Prometheus exporter over the agent's snapshots (never blocks the drain loop: a scrape
+    reads the last published document). A port already in use is a warning, not a failure."""
+    listen = args.metrics_listen
+    if listen == "off" or (listen is None and config.monitoring.metrics_export != "prometheus"):
+        return None
+    from .sinks import prometheus as prom
+
+    holder = prom.snap.SnapshotHolder()
+    live.on_snapshot = holder.publish
+    live.publish()
+    try:
+        if listen:
+            srv = prom.start_exporter(holder.doc, listen)
+        else:
+            srv = prom.start_from_config(config.monitoring, holder.doc)
+    except OSError as e:
+        print(f"hftpf-agent: warning: Prometheus exporter not started ({e}); use --metrics-listen ADDR:PORT "
+              f"or 'off'", file=sys.stderr)
+        return None
+    print(f"hftpf-agent: Prometheus metrics on {srv.url}", file=sys.stderr, flush=True)
+    return srv
+
+
 def _filter_mode(args, config) -> str:
     mode = args.mode or config.analyzer.mode
     if args.dry_run or (config.analyzer.dry_run and not args.mode):
@@ -171,14 +195,18 @@ def cmd_attach(args) -> int:
         _sd_notify("READY=1")
 
         def summary():
+            live.publish()
             if not args.quiet:
                 st = interface_status(key)
                 print(json.dumps(st) if args.json else _summary_line(st), flush=True)
 
         live = LiveAgent(config, key, pin_dir(args.interface, args.netns))
+        metrics = _start_metrics(args, config, live)
         try:
             live.runtime.run_for(args.duration, args.interval, on_interval=summary)
         finally:
+            if metrics is not None:
+                metrics.close()
             live.close()
     except _Stop:
         pass
@@ -462,6 +490,32 @@ def _mode_name(maps) -> str:
     return FILTER_MODE_NAME.get(maps.mode(), "monitor")
 
 
+# ------------------------------------------------------------------------------------------------ top
+
+def cmd_top(args) -> int:
+    if (rc := _require_root("top")) is not None:
+        return rc
+    from .kernel.loader import ProbeError, list_pinned, pin_key
+    from .kernel.status import status
+    from .sinks.tui import run_top
+
+    key = pin_key(args.interface, args.netns) if args.interface else None
+    if key and key not in list_pinned():
+        return _err(f"no hftpf probe is attached to {key}; attach one with: sudo hftpf-agent attach {args.interface}")
+    if not list_pinned():
+        return _err("no hftpf probe is attached (nothing pinned under /sys/fs/bpf/hftpf); "
+                    "start one with: sudo hftpf-agent attach IFACE, or run the demo")
+
+    def provider():
+        try:
+            return status(key)
+        except ProbeError:
+            return None
+
+    run_top(provider, args.interval, max_frames=args.frames or None, screen=sys.stdout.isatty())
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ demo
 
 def cmd_demo(args) -> int:
@@ -521,6 +575,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report enforce's decisions (would_drop counters), drop nothing")
     a.add_argument("--rules", metavar="FILE", help="allow-list rules file (default: the config's "
                    "hft_analyzer.rules_file, else /etc/hftpf/allow.yaml)")
+    a.add_argument("--metrics-listen", metavar="ADDR:PORT|off",
+                   help="Prometheus exporter address (default: the config's monitoring.metrics_listen, "
+                        "127.0.0.1:9464; 'off' disables it)")
     netns_opt(a)
     a.set_defaults(func=cmd_attach)
 
@@ -598,6 +655,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--xdp-mode", choices=("native", "generic"), default="native", help="default native (veth supports it)")
     m.add_argument("-j", "--json", action="store_true", help="print only a final JSON report")
     m.set_defaults(func=cmd_demo)
+
+    t = add("top", "live view of attached probes, like top for an exchange link (q quit, s sort, / filter, "
+               "v venue detail)", "examples:\n  sudo hftpf-agent top\n  sudo hftpf-agent top eth0 -i 0.5")
+    t.add_argument("interface", nargs="?", metavar="IFACE", help="only this interface (default: all attached)")
+    t.add_argument("-i", "--interval", type=float, default=1.0, help="refresh interval in seconds (default 1)")
+    t.add_argument("--frames", type=int, default=0, help=argparse.SUPPRESS)  # bounded runs for tests
+    netns_opt(t)
+    t.set_defaults(func=cmd_top)
 
     from . import killswitch as _killswitch
     from . import replay as _replay

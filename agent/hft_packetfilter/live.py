@@ -25,6 +25,7 @@ class LiveAgent:
         self.payloads = LivePayloads(config.probe.payload_snaplen, clock)
         self.pipeline = Pipeline(config, clock=CLOCK_TAI if clock == abi.Clock.TAI else CLOCK_MONO)
         self.started = time.time()
+        self.on_snapshot = None  # called with the kernel status document every interval (exporter)
         self.control = ControlServer(socket_path(key), {"ping": lambda r: "pong", "snapshot": self._snapshot},
                                      group=group) if control else None
 
@@ -54,6 +55,16 @@ class LiveAgent:
 
     def _snapshot(self, req: dict) -> dict:
         return {"kernel": interface_status(self.key), "agent": self.agent_snapshot()}
+
+    def publish(self) -> None:
+        """Once per interval: hand the latest kernel document to whoever exports it."""
+        if self.on_snapshot is not None:
+            from .sinks.snapshot import probe_document
+
+            try:
+                self.on_snapshot(probe_document(self.key))
+            except Exception:  # noqa: BLE001 - an exporter problem never stops the agent
+                pass
 
     def close(self) -> None:
         if self.control is not None:
