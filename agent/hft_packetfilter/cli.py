@@ -183,6 +183,7 @@ def cmd_attach(args) -> int:
             how = (f"re-adopted the pinned probe on {key} (its agent had died; the program kept filtering, "
                    f"no detach)")
         else:
+            runstate.remove(key)  # a new program starts with every switch open: drop stale reasons/sockets
             probe = Probe(config, args.interface, mode=mode, netns=args.netns, rules=rules, filter_mode=fmode)
             probe.load()
             probe.attach()
@@ -200,7 +201,12 @@ def cmd_attach(args) -> int:
                 st = interface_status(key)
                 print(json.dumps(st) if args.json else _summary_line(st), flush=True)
 
-        live = LiveAgent(config, key, pin_dir(args.interface, args.netns))
+        risk = None
+        if args.risk_rules:
+            from .risk.rules import load as load_rules
+
+            risk = load_rules(args.risk_rules, config)
+        live = LiveAgent(config, key, pin_dir(args.interface, args.netns), risk_rules=risk, alert_stream=sys.stderr)
         metrics = _start_metrics(args, config, live)
         try:
             live.runtime.run_for(args.duration, args.interval, on_interval=summary)
@@ -575,6 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report enforce's decisions (would_drop counters), drop nothing")
     a.add_argument("--rules", metavar="FILE", help="allow-list rules file (default: the config's "
                    "hft_analyzer.rules_file, else /etc/hftpf/allow.yaml)")
+    a.add_argument("--risk-rules", metavar="FILE",
+                   help="risk rules YAML (configs/rules.yaml): alerts to the log/webhooks, kill switch actions")
     a.add_argument("--metrics-listen", metavar="ADDR:PORT|off",
                    help="Prometheus exporter address (default: the config's monitoring.metrics_listen, "
                         "127.0.0.1:9464; 'off' disables it)")

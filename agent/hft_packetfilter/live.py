@@ -17,17 +17,44 @@ from .sources.live import LivePayloads
 
 
 class LiveAgent:
-    def __init__(self, config, key: str, pdir: str, control: bool = True, group: Optional[str] = None):
+    def __init__(self, config, key: str, pdir: str, control: bool = True, group: Optional[str] = None,
+                 risk_rules=None, alert_stream=None):
         self.key = key
         self.lock = threading.Lock()
+        self.risk = None
+        self.alerts = None
         self.runtime = ProbeRuntime(pdir, on_event=self._on_event)
         clock = self.runtime.maps.meta().clock
         self.payloads = LivePayloads(config.probe.payload_snaplen, clock)
         self.pipeline = Pipeline(config, clock=CLOCK_TAI if clock == abi.Clock.TAI else CLOCK_MONO)
         self.started = time.time()
         self.on_snapshot = None  # called with the kernel status document every interval (exporter)
+        if risk_rules is not None:
+            self._start_risk(config, risk_rules, alert_stream)
         self.control = ControlServer(socket_path(key), {"ping": lambda r: "pong", "snapshot": self._snapshot},
                                      group=group) if control else None
+
+    # -- risk --------------------------------------------------------------------------------------
+    def _start_risk(self, config, ruleset, alert_stream) -> None:
+        from .risk.rules import RiskEngine
+        from .sinks.alerts import from_monitoring
+
+        self.alerts = from_monitoring(config.monitoring, log_stream=alert_stream)
+        self.risk = RiskEngine(ruleset, clock=time.time_ns, config=config, kill_switch=self._kill,
+                               on_alert=self.alerts.submit)
+
+        def listener(protocol, msg, ts_ns, venue, session, to_venue):
+            if protocol == "FIX/TCP":
+                self.risk.on_fix(msg, time.time_ns(), venue, session, to_venue)
+
+        self.pipeline.message_listener = listener
+
+    def _kill(self, req) -> None:
+        """A rule asked for the kill switch: engage it in the kernel now (release is by hand)."""
+        from .killswitch import engage
+
+        if req.session is None:
+            engage(str(req.venue), f"rule {req.rule}: {req.reason}", by=f"rule:{req.rule}")
 
     def _on_event(self, etype: int, buf: bytes, off: int, length: int) -> None:
         if etype != abi.EventType.PAYLOAD:
@@ -51,13 +78,23 @@ class LiveAgent:
                              "received": g.received, "missing": g.missing} for g in list(rt.recent_gaps)[-20:]],
             "messages": rep.get("messages"), "decode_errors": rep.get("decode_errors"),
             "orders": rep.get("orders"), "latency": rep.get("latency"), "errors": rep.get("errors"),
+            "alerts": [a.to_dict() for a in self.risk.alerts()][-50:] if self.risk is not None else None,
         }
 
     def _snapshot(self, req: dict) -> dict:
         return {"kernel": interface_status(self.key), "agent": self.agent_snapshot()}
 
     def publish(self) -> None:
-        """Once per interval: hand the latest kernel document to whoever exports it."""
+        """Once per interval: feed the risk engine the kernel's counters, hand the latest kernel
+        document to whoever exports it."""
+        if self.risk is not None:
+            try:
+                doc = interface_status(self.key)
+                with self.lock:
+                    self.risk.on_status(doc)
+                    self.risk.tick()
+            except Exception:  # noqa: BLE001 - a rule problem never stops the agent
+                pass
         if self.on_snapshot is not None:
             from .sinks.snapshot import probe_document
 
@@ -67,6 +104,8 @@ class LiveAgent:
                 pass
 
     def close(self) -> None:
+        if self.alerts is not None:
+            self.alerts.close()
         if self.control is not None:
             self.control.close()
         self.runtime.close()

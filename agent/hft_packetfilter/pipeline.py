@@ -212,6 +212,9 @@ class Pipeline:
         self.skipped_copies: Dict[str, int] = {}
         self.udp_streams_overflow = 0
         self.closed = False
+        # optional: called with (protocol, msg, ts_ns, venue, session, to_venue) for every decoded
+        # order-entry message (the live agent's risk engine listens here)
+        self.message_listener = None
 
     # -- counting helpers ------------------------------------------------------------------------
     def _error(self, stage: str, exc: BaseException) -> None:
@@ -562,6 +565,12 @@ class Pipeline:
             return
         self._count(c.protocol, msgs)
         orders = self.orders
+        if self.message_listener is not None:
+            try:
+                for m in msgs:
+                    self.message_listener(c.protocol, m, ts, c.venue, c.session, c.to_venue)
+            except Exception as e:  # noqa: BLE001
+                self._error("listener", e)
         try:
             if c.protocol == FIX:
                 for m in msgs:

@@ -35,7 +35,9 @@ def read(key: str) -> Optional[dict]:
 
 
 def remove(key: str) -> None:
-    try:
-        os.unlink(path(key))
-    except FileNotFoundError:
-        pass
+    """Forget everything kept for this probe: state, kill-switch reasons, a stale control socket."""
+    for p in (path(key), os.path.join(RUN_DIR, key + ".kill.json"), os.path.join(RUN_DIR, key + ".sock")):
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
