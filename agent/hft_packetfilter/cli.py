@@ -677,6 +677,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _replay.add_parser(sub)
     _killswitch.add_parser(sub)
+    from . import audit_cli as _audit_cli
+
+    _audit_cli.add_parser(sub)
     return p
 
 

@@ -116,6 +116,10 @@ def add_parser(subparsers):
                    "for MDP3 venues (default: $HFTPF_MDP3_SCHEMA)")
     r.add_argument("--guess-packets", type=int, default=GUESS_PACKETS, metavar="N",
                    help=f"packets examined when guessing venues (default {GUESS_PACKETS:,})")
+    r.add_argument("--audit-dir", metavar="DIR",
+                   help="also write the compliance audit trail of the capture's order flow to DIR")
+    r.add_argument("--audit-key", metavar="FILE",
+                   help="HMAC key file for the audit trail (mode 0600; created if missing)")
     r.set_defaults(func=cmd_replay)
     return r
 
@@ -194,8 +198,18 @@ def cmd_replay(args) -> int:
             _note(n)
 
     progress, bar = _progress_bar(path)
+    from .sinks.audit import AuditError
+
     try:
-        doc = run_capture(path, config, from_ns, to_ns, progress, mdp3_schema=schema)
+        if getattr(args, "audit_dir", None):
+            from .audit_cli import write_audit_from_capture
+
+            doc = write_audit_from_capture(path, config, args.audit_dir, args.audit_key, from_ns=from_ns,
+                                           to_ns=to_ns, mdp3_schema=schema, progress=progress)
+        else:
+            doc = run_capture(path, config, from_ns, to_ns, progress, mdp3_schema=schema)
+    except AuditError as e:
+        return _err(str(e))
     except NotACaptureError as e:
         return _err(str(e))
     except OSError as e:

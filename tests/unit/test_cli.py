@@ -7,7 +7,7 @@ import pytest
 
 from hft_packetfilter.cli import build_parser, main
 
-COMMANDS = ["check", "attach", "detach", "status", "demo", "replay", "kill-switch"]
+COMMANDS = ["check", "attach", "detach", "status", "demo", "replay", "kill-switch", "audit", "report"]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)
