@@ -35,7 +35,7 @@ command -v apt-get >/dev/null || fail "apt-get not found: this script supports D
 # compare against (tshark, xdp-filter, prometheus, tcpreplay, QuickFIX's executor).
 core_pkgs=(python3-bpfcc bpfcc-tools libbpfcc python3-venv python3-pip iproute2 iputils-ping tcpdump gcc libc6-dev
            sudo ca-certificates)
-peer_pkgs=(xdp-tools tshark tcpreplay prometheus tmux)
+peer_pkgs=(xdp-tools tshark tcpreplay prometheus tmux libquickfix-doc libquickfix17)
 case "$(. /etc/os-release; echo "${ID}")" in
   ubuntu) hdr_pkg="linux-headers-generic" ;;
   *)      hdr_pkg="linux-headers-amd64"; [ "$(dpkg --print-architecture)" = arm64 ] && hdr_pkg="linux-headers-arm64" ;;
