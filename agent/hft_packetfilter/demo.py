@@ -9,6 +9,7 @@ what the sender sent and the receiver got, then tears everything down (also on C
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import struct
@@ -36,7 +37,23 @@ exchanges:
     ports: [14310]
     protocol: MDP3/UDP
     latency_target_us: 50
+  - name: DEMO-FIX
+    host: {EXCH_IP}
+    ports: [9878]
+    protocol: FIX/TCP
+    latency_target_us: 1000
 """
+
+# Built-in risk rules of the demo: alerts only (the kill switch stays by hand in the demo).
+DEMO_RULES = """
+rules:
+  - name: fat-finger
+    kind: order_quantity
+    threshold: 1000000
+    severity: critical
+"""
+UNKNOWN_IP = "198.18.0.66"   # a second address on the exchange side that no allow rule covers
+FIX_PORT = 9878
 
 FEEDS = (("DEMO-ITCH", 26477), ("DEMO-MDP3", 14310))
 
@@ -60,6 +77,7 @@ class _Feeds(threading.Thread):
         self.rate, self.duration, self.stop = rate, duration, stop
         self.sock = socket_in(NS_EXCH)
         self.sent: Dict[str, int] = {name: 0 for name, _ in FEEDS}
+        self.injected = []
 
     def run(self) -> None:
         session = b"DEMO000001"
@@ -68,14 +86,27 @@ class _Feeds(threading.Thread):
         end = time.monotonic() + self.duration if self.duration else None
         nxt = time.monotonic()
         seq = 1
+        t0 = time.monotonic()
+        gap_done = dup_done = False
         try:
             while not self.stop.is_set() and (end is None or time.monotonic() < end):
+                elapsed = time.monotonic() - t0
+                if not gap_done and elapsed >= (self.duration or 9) / 3:
+                    seq += 5                      # injected feed gap: 5 messages never sent
+                    gap_done = True
+                    self.injected.append({"event": "gap", "missing": 5, "at_s": round(elapsed, 2)})
                 for _ in range(per_tick):
                     self.sock.sendto(_moldudp64(session, seq), (HOST_IP, FEEDS[0][1]))
                     self.sock.sendto(_mdp3(seq), (HOST_IP, FEEDS[1][1]))
                     seq += 1
                 self.sent["DEMO-ITCH"] += per_tick
                 self.sent["DEMO-MDP3"] += per_tick
+                if not dup_done and elapsed >= 2 * (self.duration or 9) / 3:
+                    for _ in range(3):            # injected duplicate burst
+                        self.sock.sendto(_moldudp64(session, seq - 1), (HOST_IP, FEEDS[0][1]))
+                    self.sent["DEMO-ITCH"] += 3
+                    dup_done = True
+                    self.injected.append({"event": "duplicates", "packets": 3, "at_s": round(elapsed, 2)})
                 nxt += tick
                 delay = nxt - time.monotonic()
                 if delay > 0:
@@ -143,6 +174,57 @@ def _table(st, sent, received):
     return t
 
 
+def _start_live(config, key, stop):
+    """The agent's live side in-process: ring buffer -> decoders -> order analytics -> risk rules,
+    served on the control socket so `hftpf-agent status/top` work against the demo."""
+    from .kernel.loader import pin_dir
+    from .live import LiveAgent
+    from .risk.rules import loads as load_rules
+
+    live = LiveAgent(config, key, pin_dir(IF_HOST, NS_HOST), risk_rules=load_rules(DEMO_RULES, "<demo rules>", config),
+                     alert_stream=open(os.devnull, "w"))
+    t = threading.Thread(target=live.runtime.run_for, name="demo-agent", daemon=True,
+                         kwargs={"seconds": 0, "interval": 0.5, "on_interval": live.publish, "stop": stop.is_set})
+    t.start()
+    return live, t
+
+
+def _start_orders(duration: float, log):
+    """A FIX 4.4 gateway on the exchange side and a trading client on the host side: orders, cancels,
+    replaces, a latency spike half way and one fat-finger order."""
+    from .sim import fix
+
+    try:
+        spike_at = max(1.0, (duration or 10) / 2)
+        gw = fix.FixGateway((EXCH_IP, FIX_PORT), netns=NS_EXCH, comp_id="GATEWAY", ack_delay_us=200,
+                            fill_delay_us=1000, spikes=[fix.Spike(at_s=spike_at, seconds=1.0, extra_us=5000)]).start()
+        n = int(max(10, min(2000, 20 * (duration or 10))))
+        cl = fix.FixClient((EXCH_IP, FIX_PORT), netns=NS_HOST, sender_comp_id="CLIENT", target_comp_id="GATEWAY",
+                           orders=n, rate=20, cancel_ratio=0.1, replace_ratio=0.1, fat_finger_at=n // 2).start()
+        return gw, cl
+    except Exception as e:  # noqa: BLE001 - the feeds still run; the report says what is missing
+        log(f"demo: FIX order flow not started: {e}")
+        return None, None
+
+
+def _unknown_source():
+    """An address no allow rule covers opens a connection to the protected order port."""
+    import subprocess
+
+    from .kernel.netlab import socket_in
+
+    subprocess.run(["ip", "-n", NS_EXCH, "addr", "add", f"{UNKNOWN_IP}/24", "dev", IF_EXCH], capture_output=True)
+    s = socket_in(NS_EXCH, socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(0.5)
+    try:
+        s.bind((UNKNOWN_IP, 0))
+        s.connect((HOST_IP, FIX_PORT))
+    except OSError:
+        pass  # refused or timed out: the probe saw the SYN either way
+    finally:
+        s.close()
+
+
 def run_demo(duration: float = 10, rate: int = 1000, as_json: bool = False, xdp_mode: str = "native",
              interval: float = 1.0) -> int:
     from . import config as cfg
@@ -172,6 +254,8 @@ def run_demo(duration: float = 10, rate: int = 1000, as_json: bool = False, xdp_
             probe.attach()
             log(f"demo: probe attached to {key} in {time.monotonic() - t0:.2f} s; "
                 f"streaming {rate} pps per feed for {duration or 'unlimited'} s (Ctrl-C stops)")
+            live, live_thread = _start_live(config, key, stop)
+            gateway, client = _start_orders(duration, log)
             rx = _Receivers(stop)
             feeds = _Feeds(rate, duration, stop)
             rx.start()
@@ -191,21 +275,40 @@ def run_demo(duration: float = 10, rate: int = 1000, as_json: bool = False, xdp_
                         feeds.join(interval)
                         st = interface_status(key)
                         print(time.strftime("%H:%M:%S ") + "  ".join(
-                            f"{n}: sent {feeds.sent[n]} probe {v['rx_packets']}" for n, v in st["venues"].items()),
+                            f"{n}: sent {feeds.sent[n]} probe {v['rx_packets']}" if n in feeds.sent else
+                            f"{n}: probe rx {v['rx_packets']} tx {v['tx_packets']}" for n, v in st["venues"].items()),
                             flush=True)
             except KeyboardInterrupt:
                 log("demo: interrupted, tearing down")
+            _unknown_source()
+            if client is not None:
+                client.join(5)
+            time.sleep(0.5)  # last acks and events reach the agent
             stop.set()
             feeds.join(2)
+            live_thread.join(3)
             time.sleep(0.2)  # let the last packets land
             rx.drain_and_close()
             rx.join(1)
             st = interface_status(key)
+            agent = live.agent_snapshot()
             report = {"interface": key, "attach_mode": st["attach_mode"], "sent": feeds.sent,
+                      "injected": feeds.injected + [{"event": "unknown_source", "src": UNKNOWN_IP,
+                                                     "dport": FIX_PORT},
+                                                    {"event": "fat_finger", "sent": bool(client and
+                                                     client.stats().get("fat_finger_sent"))}],
+                      "orders": {"client": client.stats() if client is not None else None,
+                                 "gateway": gateway.stats() if gateway is not None else None,
+                                 "probe": agent.get("orders"), "latency": agent.get("latency")},
+                      "alerts": agent.get("alerts"), "drops": st["drops"],
                       "received": rx.received, "probe": {"venues": st["venues"], "verdicts": st["verdicts"],
                                                          "unclassified": st["unclassified"],
                                                          "packet_classes": st["packet_classes"],
                                                          "streams": st["streams"], "health": st["probe"]}}
+            for x in (client, gateway):
+                if x is not None:
+                    x.stop()
+            live.close()
             probe.detach()
             probe = None
     except ProbeError as e:
@@ -231,5 +334,17 @@ def run_demo(duration: float = 10, rate: int = 1000, as_json: bool = False, xdp_
         Console().print(_table({"attach_mode": report["attach_mode"], "venues": report["probe"]["venues"],
                                 "unclassified": report["probe"]["unclassified"],
                                 "verdicts": report["probe"]["verdicts"]}, report["sent"], report["received"]))
+        con = Console()
+        for name, st in report["probe"]["streams"].items():
+            con.print(f"feed {name}: {st['packets']:,} packets, gaps {st['gaps']} (missing {st['missing']}), "
+                      f"duplicates {st['duplicates']}, out of order {st['out_of_order']}")
+        for venue, o in (report["orders"]["probe"] or {}).items():
+            lat = (report["orders"]["latency"] or {}).get(venue, {}).get("order_ack_us", {})
+            con.print(f"orders {venue}: {o.get('orders')} orders, {o.get('acks')} acks, {o.get('fills')} fills, "
+                      f"{o.get('rejects')} rejects; order->ack p50 {lat.get('p50')} us, p99 {lat.get('p99')} us")
+        con.print(f"unknown sources on protected ports (would drop in enforce): "
+                  f"{report['drops']['unknown_source']['would_drop_packets']}")
+        for a in report["alerts"] or []:
+            con.print(f"[red]alert[/red] {a['severity']} {a['rule']}: {a['message']}")
         log("demo: done; lab and probe removed")
     return 0
