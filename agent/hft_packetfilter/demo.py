@@ -41,7 +41,7 @@ exchanges:
     host: {EXCH_IP}
     ports: [9878]
     protocol: FIX/TCP
-    latency_target_us: 1000
+    latency_target_us: 3000   # the simulated gateway acks in ~1 ms; its 5 ms spike breaks this
 """
 
 # Built-in risk rules of the demo: alerts only (the kill switch stays by hand in the demo).
@@ -51,6 +51,13 @@ rules:
     kind: order_quantity
     threshold: 1000000
     severity: critical
+  - name: order-ack-latency
+    kind: latency
+    metric: order_ack
+    percentile: 99
+    window: 5s
+    min_samples: 10
+    severity: warning
 """
 UNKNOWN_IP = "198.18.0.66"   # a second address on the exchange side that no allow rule covers
 FIX_PORT = 9878

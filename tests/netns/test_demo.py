@@ -23,6 +23,7 @@ def test_demo_json_report_and_clean_teardown(needs_kernel):
     assert (itch["gaps"], itch["missing"], itch["duplicates"]) == (1, 5, 3)
     assert rep["drops"]["unknown_source"]["would_drop_packets"] >= 1
     assert any(a["rule"] == "fat-finger" for a in rep["alerts"]), rep["alerts"]
+    assert any(a["rule"] == "order-ack-latency" for a in rep["alerts"]), rep["alerts"]  # the injected spike
     orders = rep["orders"]["probe"]["DEMO-FIX"]
     assert orders["orders"] > 0 and orders["acks"] > 0 and orders["fills"] > 0
     assert rep["orders"]["latency"]["DEMO-FIX"]["order_ack_us"]["p50"] >= 200
