@@ -112,10 +112,12 @@ class HFTAnalyzer:
         self.exchanges.append(exchange)
 
     def enable_compliance_monitoring(self, regulations=("MiFID_II",), audit_trail: bool = True,
-                                     real_time_alerts: bool = True, audit_dir: Optional[str] = None) -> None:
-        """Record the compliance settings; replay() writes the audit trail when audit_dir is given."""
+                                     real_time_alerts: bool = True, audit_dir: Optional[str] = None,
+                                     audit_key: Optional[str] = None) -> None:
+        """Record the compliance settings; replay() writes the audit trail when audit_dir is given
+        (HMAC key from audit_key, a 0600 file created when missing; default /etc/hftpf/audit.key)."""
         self.compliance = {"regulations": list(regulations), "audit_trail": audit_trail,
-                           "real_time_alerts": real_time_alerts, "audit_dir": audit_dir}
+                           "real_time_alerts": real_time_alerts, "audit_dir": audit_dir, "audit_key": audit_key}
 
     def effective_config(self) -> _config.Config:
         """The config in force: the one given, plus exchanges added with add_exchange()."""
@@ -195,5 +197,6 @@ class HFTAnalyzer:
         if self.compliance.get("audit_trail") and self.compliance.get("audit_dir"):
             from .audit_cli import write_audit_from_capture
 
-            return write_audit_from_capture(path, cfg, self.compliance["audit_dir"], None, mdp3_schema=mdp3_schema)
+            return write_audit_from_capture(path, cfg, self.compliance["audit_dir"], self.compliance.get("audit_key"),
+                                            mdp3_schema=mdp3_schema)
         return run_capture(path, cfg, mdp3_schema=mdp3_schema)
