@@ -239,25 +239,30 @@ def default() -> Config:
     return Config()
 
 
-def load(path: Union[str, "os.PathLike[str]"]) -> Config:
-    """Read and validate the YAML file at ``path``. Every failure is a :class:`ConfigError`."""
+def read_yaml_text(path: Union[str, "os.PathLike[str]"], what: str = "YAML config",
+                   example: str = "configs/example.yaml") -> tuple:
+    """(file name, text) of a YAML file, or a :class:`ConfigError` saying why it cannot be read.
+    Shared by every YAML file the agent reads (config, risk rules)."""
     file = os.fspath(path)
     try:
         with open(file, "rb") as f:
             raw = f.read()
     except FileNotFoundError:
-        raise ConfigError(file, None, "", "no such file; expected the path of a YAML config "
-                          "(see configs/example.yaml)") from None
+        raise ConfigError(file, None, "", f"no such file; expected the path of a {what} (see {example})") from None
     except IsADirectoryError:
-        raise ConfigError(file, None, "", "is a directory; expected a YAML config file") from None
+        raise ConfigError(file, None, "", f"is a directory; expected a {what} file") from None
     except OSError as e:
-        raise ConfigError(file, None, "", f"cannot read ({e.strerror or e}); "
-                          "expected a readable YAML config file") from None
+        raise ConfigError(file, None, "", f"cannot read ({e.strerror or e}); expected a readable {what} file") from None
     try:
-        text = raw.decode("utf-8-sig")
+        return file, raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b"\n") + 1
         raise ConfigError(file, line, "", "not valid UTF-8; expected a UTF-8 text file") from None
+
+
+def load(path: Union[str, "os.PathLike[str]"]) -> Config:
+    """Read and validate the YAML file at ``path``. Every failure is a :class:`ConfigError`."""
+    file, text = read_yaml_text(path)
     return loads(text, filename=file)
 
 

@@ -277,23 +277,7 @@ class RuleSet:
 def load(path: Union[str, "os.PathLike[str]"], config: Optional[_config.Config] = None) -> RuleSet:
     """Read and validate a rule file; every problem is a :class:`ConfigError` (``FILE:LINE: KEY: ...``).
     With ``config``, venues named in scopes must exist there."""
-    file = os.fspath(path)
-    try:
-        with open(file, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise ConfigError(file, None, "", "no such file; expected the path of a rules YAML file "
-                          "(see configs/rules.yaml)") from None
-    except IsADirectoryError:
-        raise ConfigError(file, None, "", "is a directory; expected a rules YAML file") from None
-    except OSError as e:
-        raise ConfigError(file, None, "", f"cannot read ({e.strerror or e}); expected a readable "
-                          "rules YAML file") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise ConfigError(file, line, "", "not valid UTF-8; expected a UTF-8 text file") from None
+    file, text = _config.read_yaml_text(path, "rules YAML", "configs/rules.yaml")
     return loads(text, filename=file, config=config)
 
 
