@@ -35,6 +35,26 @@ def wait_agent(agent, sock):
     raise AssertionError("the agent never answered on its control socket")
 
 
+def start_session(procs, cfg, delay_us, *attach_args):
+    """The agent attached on the host side, the test venue answering after delay_us, and a connected
+    client socket in the host namespace. Processes go into `procs` for the caller's cleanup."""
+    from hft_packetfilter.kernel.netlab import socket_in
+
+    agent = subprocess.Popen([*AGENT, "attach", IF_RX, "--netns", NS_RX, "-c", str(cfg), "-q", *attach_args],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs.append(agent)
+    sock = f"/run/hftpf/{NS_RX}:{IF_RX}.sock"
+    wait_agent(agent, sock)
+    exch = subprocess.Popen(["ip", "netns", "exec", NS_TX, sys.executable, EXCH, EXCH_IP, "9878", str(delay_us)],
+                            stdout=subprocess.PIPE, text=True)
+    procs.append(exch)
+    assert exch.stdout.readline().strip() == "ready"
+    c = socket_in(NS_RX, socket.AF_INET, socket.SOCK_STREAM)
+    c.settimeout(5)
+    c.connect((EXCH_IP, 9878))
+    return agent, sock, c
+
+
 def test_orders_decoded_live_and_served_on_the_control_socket(needs_kernel, tmp_path):
     from hft_packetfilter.kernel.netlab import Lab, Link, socket_in
 
@@ -45,18 +65,7 @@ def test_orders_decoded_live_and_served_on_the_control_socket(needs_kernel, tmp_
     with Lab([NS_TX, NS_RX], [Link(NS_TX, IF_TX, f"{EXCH_IP}/24", NS_RX, IF_RX, f"{HOST_IP}/24")]):
         procs = []
         try:
-            agent = subprocess.Popen([*AGENT, "attach", IF_RX, "--netns", NS_RX, "-c", str(cfg), "-q"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            procs.append(agent)
-            sock = f"/run/hftpf/{NS_RX}:{IF_RX}.sock"
-            wait_agent(agent, sock)
-            exch = subprocess.Popen(["ip", "netns", "exec", NS_TX, sys.executable, EXCH, EXCH_IP, "9878", "300"],
-                                    stdout=subprocess.PIPE, text=True)
-            procs.append(exch)
-            assert exch.stdout.readline().strip() == "ready"
-            c = socket_in(NS_RX, socket.AF_INET, socket.SOCK_STREAM)
-            c.settimeout(5)
-            c.connect((EXCH_IP, 9878))
+            agent, sock, c = start_session(procs, cfg, 300)
             n = 23
             for i in range(1, n + 1):
                 c.sendall(fix([(35, "D"), (49, "CLIENT"), (56, "VENUE"), (34, i), (11, f"ORD{i:04d}"), (55, "ACME"),
@@ -108,19 +117,8 @@ def test_fat_finger_rule_alerts_and_engages_the_kill_switch(needs_kernel, tmp_pa
     with Lab([NS_TX, NS_RX], [Link(NS_TX, IF_TX, f"{EXCH_IP}/24", NS_RX, IF_RX, f"{HOST_IP}/24")]):
         procs = []
         try:
-            agent = subprocess.Popen([*AGENT, "attach", IF_RX, "--netns", NS_RX, "-c", str(cfg), "-q", "-i", "0.2",
-                                      "--risk-rules", str(rules), "--metrics-listen", "off"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            procs.append(agent)
-            sock = f"/run/hftpf/{NS_RX}:{IF_RX}.sock"
-            wait_agent(agent, sock)
-            exch = subprocess.Popen(["ip", "netns", "exec", NS_TX, sys.executable, EXCH, EXCH_IP, "9878", "0"],
-                                    stdout=subprocess.PIPE, text=True)
-            procs.append(exch)
-            assert exch.stdout.readline().strip() == "ready"
-            c = socket_in(NS_RX, socket.AF_INET, socket.SOCK_STREAM)
-            c.settimeout(3)
-            c.connect((EXCH_IP, 9878))
+            agent, sock, c = start_session(procs, cfg, 0, "-i", "0.2", "--risk-rules", str(rules),
+                                           "--metrics-listen", "off")
 
             def order(i, qty):
                 c.sendall(fix([(35, "D"), (49, "CLIENT"), (56, "VENUE"), (34, i), (11, f"FF{i:04d}"), (55, "ACME"),

@@ -31,6 +31,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "agent"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchfmt import best_time, row  # noqa: E402
 
 from hft_packetfilter.protocols import itch50  # noqa: E402
 from hft_packetfilter.protocols.moldudp64 import MoldUDP64Decoder, encode_packet  # noqa: E402
@@ -188,24 +191,11 @@ def _dpkt_pcap(path: str, dpkt, tables) -> int:
 
 # ---- measurement ------------------------------------------------------------------------------------------
 
-def _best(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+_best = best_time
 
 
 def _row(ours: float, peer: str, peer_value, reason: str = "", note: str = "") -> dict:
-    r = {"bench": BENCH, "unit": UNIT, "ours": round(ours), "peer": peer,
-         "peer_value": None if peer_value is None else round(peer_value),
-         "ratio": None if not peer_value else round(ours / peer_value, 3), "better": "higher"}
-    if reason:
-        r["reason"] = reason
-    if note:
-        r["note"] = note
-    return r
+    return row(BENCH, UNIT, ours, peer, peer_value, reason, note)
 
 
 def run(quick: bool = False) -> list:

@@ -41,6 +41,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "agent"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchfmt import best_time, row  # noqa: E402
 
 from hft_packetfilter.protocols import itch50  # noqa: E402
 
@@ -148,16 +151,7 @@ def write_itch_capture(path, n_packets: int, seed: int = 1, symbols: int = 500, 
     return n_msgs
 
 
-def _row(bench, unit, ours, peer, peer_value, reason="", note="", **extra) -> dict:
-    r = {"bench": bench, "unit": unit, "ours": round(ours), "peer": peer,
-         "peer_value": None if peer_value is None else round(peer_value),
-         "ratio": None if not peer_value else round(ours / peer_value, 3), "better": "higher"}
-    r.update(extra)
-    if reason:
-        r["reason"] = reason
-    if note:
-        r["note"] = note
-    return r
+_row = row
 
 
 def _tshark(path: str, packets: int):
@@ -268,13 +262,7 @@ def run(quick: bool = False, packets: int = 0) -> list:
     return rows
 
 
-def _best(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+_best = best_time
 
 
 def main(argv=None) -> int:
