@@ -88,8 +88,9 @@ def _sd_notify(msg: str) -> None:
         pass
 
 
-class _Stop(Exception):
-    pass
+class _Stop(BaseException):
+    """Raised by the SIGINT/SIGTERM handler. A BaseException, like KeyboardInterrupt, so the
+    `except Exception` guards that keep the agent alive on bad traffic can never swallow a stop."""
 
 
 def _summary_line(st) -> str:
