@@ -466,20 +466,6 @@ def cmd_audit_export(args) -> int:
 # writing the trail from a capture
 # --------------------------------------------------------------------------------------------
 
-def _fix_fields(m) -> list:
-    return [[t, v.decode("latin-1")] for t, v in m.fields()]
-
-
-def _ouch_raw(m) -> bytes:
-    """The OUCH message's bytes, re-encoded from its fields (the decoder keeps no copy of them);
-    empty when they cannot be re-encoded (the decoded fields are recorded regardless)."""
-    from .protocols.ouch import encode_message
-    try:
-        return encode_message(m.version, m.direction, m.msg_type, **m.fields)
-    except Exception:  # noqa: BLE001
-        return b""
-
-
 def write_audit_from_capture(pcap, config, audit_dir, key_file: Optional[str] = None, *,
                              from_ns: Optional[int] = None, to_ns: Optional[int] = None,
                              mdp3_schema: Optional[str] = None, progress=None, **writer_kw) -> dict:
@@ -488,54 +474,14 @@ def write_audit_from_capture(pcap, config, audit_dir, key_file: Optional[str] = 
     start/stop records and a probe-loss record per TCP reassembly gap. Returns the replay report with
     ``audit``: {dir, records, first_n, last_n, order_entry}. ``config`` None or without exchanges: the
     venues are guessed as ``replay`` does."""
+    from .auditlive import record_pipeline
     from .pipeline import Pipeline, run_capture
-    from .sources.events import TO_VENUE
 
     if config is None or not config.exchanges:
         from .replay import GUESS_PACKETS, _guess
         config, _g = _guess(os.fspath(pcap), config, GUESS_PACKETS)
     writer = _audit.AuditWriter(audit_dir, key_file, **writer_kw)
     counts = {"order_entry": 0, "probe_loss": 0}
-
-    class _Tee:
-        def __init__(self, inner, pipe) -> None:
-            self.inner = inner
-            self.pipe = pipe
-
-        def __getattr__(self, name):
-            return getattr(self.inner, name)
-
-        def _record(self, protocol, msg, ts, venue, session, fields, raw):
-            c = self.pipe._cur
-            direction = ("to_venue" if c.to_venue else "from_venue") if c is not None else None
-            writer.order_entry(venue=venue, session=session, direction=direction, protocol=protocol,
-                               msg_type=msg.msg_type, raw=raw, fields=fields, ts_tai_ns=None, ts_utc_ns=ts,
-                               clock="pcap")
-            counts["order_entry"] += 1
-
-        def on_fix(self, msg, ts, venue, session=None):
-            self._record("FIX/TCP", msg, ts, venue, session, _fix_fields(msg), msg.raw)
-            return self.inner.on_fix(msg, ts, venue, session)
-
-        def on_ouch(self, msg, ts, venue, session=None):
-            self._record("SoupBinTCP/OUCH", msg, ts, venue, session, dict(msg.fields), _ouch_raw(msg))
-            return self.inner.on_ouch(msg, ts, venue, session)
-
-    class _AuditPipeline(Pipeline):
-        _cur = None
-
-        def _stream_data(self, c, data):
-            self._cur = c
-            try:
-                super()._stream_data(c, data)
-            finally:
-                self._cur = None
-
-        def _stream_gap(self, c, size, reason):
-            writer.probe_loss(c.ts, c.ts, size, f"tcp:{c.venue}", unit="bytes", session=c.session, reason=reason)
-            counts["probe_loss"] += 1
-            super()._stream_gap(c, size, reason)
-
     h = hashlib.sha256()
     with open(pcap, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -543,22 +489,8 @@ def write_audit_from_capture(pcap, config, audit_dir, key_file: Optional[str] = 
     try:
         start = writer.agent_event("start", mode="replay", capture=os.fspath(pcap), capture_sha256=h.hexdigest(),
                                    venues=[ex.name for ex in config.exchanges])
-        pipe = _AuditPipeline(config, mdp3_schema=mdp3_schema)
-        if hasattr(pipe, "message_listener"):       # the pipeline's public per-message hook
-            def listener(protocol, m, ts, venue, session, to_venue):
-                if protocol == "FIX/TCP":
-                    fields, raw = _fix_fields(m), m.raw
-                elif hasattr(m, "direction"):
-                    fields, raw = dict(m.fields), _ouch_raw(m)
-                else:
-                    return
-                writer.order_entry(venue=venue, session=session, direction="to_venue" if to_venue else "from_venue",
-                                   protocol=protocol, msg_type=m.msg_type, raw=raw, fields=fields, ts_tai_ns=None,
-                                   ts_utc_ns=ts, clock="pcap")
-                counts["order_entry"] += 1
-            pipe.message_listener = listener
-        else:                                       # older pipeline: tee the order tracker's input
-            pipe.orders = _Tee(pipe.orders, pipe)
+        pipe = Pipeline(config, mdp3_schema=mdp3_schema)
+        record_pipeline(pipe, writer, lambda ts: (None, ts, "pcap"), counts)
         doc = run_capture(pcap, config, from_ns, to_ns, progress, pipeline=pipe)
         writer.agent_event("stop", mode="replay", packets=doc["packets"], events=doc["events"],
                            order_entry_records=counts["order_entry"])

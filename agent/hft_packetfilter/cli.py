@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 failure the message explains, 2 usage error.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -146,6 +147,15 @@ def _rules_path(args, config=None) -> str:
     return os.path.abspath(path or DEFAULT_RULES_FILE)
 
 
+def _audit_dir(args, config) -> Optional[str]:
+    d = getattr(args, "audit_dir", None)
+    if d == "off":
+        return None
+    if d:
+        return os.path.abspath(d)
+    return config.compliance.audit_dir if config.compliance.audit_trail else None
+
+
 def cmd_attach(args) -> int:
     if (rc := _require_root("attach")) is not None:
         return rc
@@ -207,7 +217,15 @@ def cmd_attach(args) -> int:
             from .risk.rules import load as load_rules
 
             risk = load_rules(args.risk_rules, config)
-        live = LiveAgent(config, key, pin_dir(args.interface, args.netns), risk_rules=risk, alert_stream=sys.stderr)
+        audit_dir = _audit_dir(args, config)
+        try:
+            live = LiveAgent(config, key, pin_dir(args.interface, args.netns), risk_rules=risk,
+                             alert_stream=sys.stderr, audit_dir=audit_dir, audit_key=args.audit_key)
+        except (OSError, ValueError) as e:   # AuditError included: no trail, no attach when one was asked for
+            raise ProbeError(f"audit trail {audit_dir}: {e}") from None
+        if audit_dir:
+            print(f"hftpf-agent: audit trail {audit_dir} (record {live.audit.writer.next_n - 1} written at attach)",
+                  file=sys.stderr, flush=True)
         metrics = _start_metrics(args, config, live)
         try:
             live.runtime.run_for(args.duration, args.interval, on_interval=summary)
@@ -343,34 +361,71 @@ def _live_probes_for(rules_file: str):
     return out
 
 
-def _apply_live(rules_file: str, rs) -> list:
+def _apply_live(rules_file: str, rs, change: dict) -> list:
     """Apply a rule set to every live probe using this file. Validates against each probe's venue
-    rules first, so a rule set that cannot be applied changes nothing."""
+    rules first, so a rule set that cannot be applied changes nothing. A probe whose agent runs gets
+    it through the agent (which records ``change`` in its audit trail); otherwise the pinned maps are
+    written here and the change goes to the trail the probe's config keeps, if any. Returns one
+    {interface, via, audit} per probe."""
     from . import allowlist as al
     from . import config as cfg
-    from .kernel.loader import PIN_ROOT
+    from .auditlive import record_allowlist
+    from .control import request, socket_path
+    from .kernel.loader import PIN_ROOT, agent_alive
     from .kernel.probemaps import ProbeMaps
+    from .killswitch import _record_direct
 
     probes = _live_probes_for(rules_file)
     plans = []
     for key, st in probes:
         conf = cfg.loads(st["config_text"], st.get("config_source") or "<attach config>")
         al.compile_rules([*al.venue_rules(conf.exchanges), *rs.rules])  # raises RuleError, nothing applied
-        plans.append((key, conf))
-    for key, conf in plans:
+        plans.append((key, conf, st.get("pid") or 0))
+    with open(rules_file, "rb") as f:
+        change = dict(change, rules_file=rules_file, rules_sha256=hashlib.sha256(f.read()).hexdigest())
+    done = []
+    for key, conf, pid in plans:
+        if agent_alive(pid):
+            try:
+                r = request(socket_path(key), "allow_apply", timeout=10.0, rules_file=rules_file, change=change)
+                done.append({"interface": key, "via": f"agent pid {pid}",
+                             "audit": f"record {r['audit_n']}" if r.get("audit_n") is not None
+                             else "the agent keeps no audit trail"})
+                continue
+            except ConnectionError as e:
+                print(f"hftpf-agent: {key}: the running agent (pid {pid}) did not apply the change ({e}); "
+                      f"writing the pinned maps directly", file=sys.stderr, flush=True)
         with ProbeMaps.from_pins(os.path.join(PIN_ROOT, key)) as maps:
             maps.apply(conf.exchanges, rs, maps.meta().max_rules)
-    return [k for k, _ in plans]
+        done.append({"interface": key, "via": "pinned maps",
+                     "audit": _record_direct(key, lambda w, key=key: record_allowlist(w, change, key))})
+    return done
 
 
-def _log_change(action: str, detail: str) -> None:
-    """Every allow-list change is logged (syslog-style line on stderr; the audit trail adds it later)."""
-    user = os.environ.get("SUDO_USER") or os.environ.get("USER") or str(os.getuid())
-    print(f"hftpf-agent: allow-list {action} by {user}: {detail}", file=sys.stderr, flush=True)
+def _log_change(action: str, detail: str, done: list) -> None:
+    """Every allow-list change is logged (syslog-style line on stderr) with where it was recorded."""
+    from .killswitch import _who
+
+    user = _who()
+    where = "; ".join(f"{d['interface']} via {d['via']}, audit: {d['audit']}" for d in done)
+    print(f"hftpf-agent: allow-list {action} by {user}: {detail}" + (f" [{where}]" if where else ""),
+          file=sys.stderr, flush=True)
+
+
+def _changed_rules(act: str, old, new) -> list:
+    """The rules a change added or removed, as dicts (the audit record keeps them)."""
+    before = {r.id: r for r in old.rules}
+    after = {r.id: r for r in new.rules}
+    if act in ("add", "deny"):
+        return [after[i].to_dict() for i in after if i not in before]
+    if act in ("del", "flush"):
+        return [before[i].to_dict() for i in before if i not in after]
+    return []
 
 
 def cmd_allow(args) -> int:
     from . import allowlist as al
+    from .killswitch import _who
     from .kernel.bpfsys import BpfError
     from .kernel.loader import ProbeError
 
@@ -416,20 +471,23 @@ def cmd_allow(args) -> int:
                 return _err(f"unknown allow command {act}")
             al.compile_rules(new.rules)  # the whole set must compile before anything is written
             al.save_file(rules_file, new)
+            change = {"action": act, "detail": detail, "by": _who(), "rules": _changed_rules(act, old, new)}
             try:
-                applied = _apply_live(rules_file, new)
-            except (al.RuleError, BpfError, ProbeError, OSError) as e:
+                done = _apply_live(rules_file, new, change)
+            except (al.RuleError, BpfError, ProbeError, OSError, ValueError) as e:
                 al.save_file(rules_file, old)  # the old rules stay in force
-                _apply_live(rules_file, old)
+                _apply_live(rules_file, old, {"action": "rollback", "by": _who(), "rules": [],
+                                              "detail": f"{act} failed ({e}); the previous rules were restored"})
                 raise al.RuleError(f"not applied, old rules kept: {e}") from None
     except al.RuleError as e:
         return _err(str(e))
     except FileNotFoundError as e:
         return _err(f"{e.filename}: no such file")
-    _log_change(act, detail)
+    _log_change(act, detail, done)
+    applied = [d["interface"] for d in done]
     where = f"; applied live to {', '.join(applied)}" if applied else "; no running probe uses this file"
     if args.json:
-        print(json.dumps({"rules_file": rules_file, "change": detail, "applied_to": applied}))
+        print(json.dumps({"rules_file": rules_file, "change": detail, "applied_to": applied, "probes": done}))
     else:
         print(f"{detail} [{rules_file}{where}]")
     return 0
@@ -587,6 +645,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--metrics-listen", metavar="ADDR:PORT|off",
                    help="Prometheus exporter address (default: the config's monitoring.metrics_listen, "
                         "127.0.0.1:9464; 'off' disables it)")
+    a.add_argument("--audit-dir", metavar="DIR",
+                   help="write the tamper-evident audit trail here (default: the config's compliance.audit_dir "
+                        "when compliance.audit_trail is true; 'off' disables it)")
+    a.add_argument("--audit-key", metavar="FILE",
+                   help="HMAC key file for the trail's checkpoints (default: compliance.audit_key_file, else "
+                        "$HFTPF_AUDIT_KEY, else /etc/hftpf/audit.key, created 0600 when missing)")
     netns_opt(a)
     a.set_defaults(func=cmd_attach)
 

@@ -206,6 +206,7 @@ class Compliance:
     regulations: Tuple[str, ...] = ()
     audit_trail: bool = False
     audit_dir: str = "/var/lib/hftpf/audit"
+    audit_key_file: Optional[str] = None     # HMAC key for checkpoints (default: see sinks/audit.py)
     audit_retention_days: int = 2555
     clock_max_offset_us: int = 100
 
@@ -798,6 +799,8 @@ class _Walker:
                 kw[key] = self.boolean(v, path)
             elif key == "audit_dir":
                 kw[key] = self.string(v, path, "expected a directory path")
+            elif key == "audit_key_file":
+                kw[key] = self.string(v, path, "expected the path of the audit HMAC key file (mode 0600)")
             elif key == "audit_retention_days":
                 kw[key] = self.integer(v, path, 1)
             elif key == "clock_max_offset_us":

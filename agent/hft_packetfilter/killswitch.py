@@ -111,6 +111,61 @@ def release(venue: str, reason: str, by: str, iface: Optional[str] = None) -> Li
     return done
 
 
+def act(action: str, venue: str, reason: str, by: str, iface: Optional[str] = None,
+        warn=None) -> List[dict]:
+    """engage/release from the command line. Each probe's running agent does it (and records it in
+    its audit trail); where no agent runs, or it does not answer, the pinned maps are written here
+    (an engage must work even when the agent is wedged) and the change is recorded in the trail the
+    probe's config keeps, if any. Each returned record says ``via`` and ``audit``."""
+    from .control import request, socket_path
+    from .kernel.loader import agent_alive
+
+    warn = warn or (lambda msg: print(f"hftpf-agent: {msg}", file=sys.stderr, flush=True))
+    fn = {"engage": engage, "release": release}[action]
+    out: List[dict] = []
+    for key, maps, _vid in _targets(venue, iface):
+        pid = maps.meta().agent_pid
+        maps.close()
+        if agent_alive(pid):
+            try:
+                recs = request(socket_path(key), "kill_switch", timeout=5.0, action=action, venue=venue,
+                               reason=reason, by=by)
+                for r in recs:
+                    r["via"] = f"agent pid {pid}"
+                    r["audit"] = (f"record {r['audit_n']}" if r.get("audit_n") is not None
+                                  else "the agent keeps no audit trail")
+                out.extend(recs)
+                continue
+            except (ConnectionError, ValueError) as e:
+                warn(f"{key}: the running agent (pid {pid}) did not take the {action} ({e}); writing the "
+                     f"pinned maps directly")
+        else:
+            warn(f"{key}: no agent is running for this probe; writing its pinned maps directly")
+        for r in fn(venue, reason, by, key):
+            r["via"] = "pinned maps"
+            r["audit"] = _record_direct(key, lambda w, r=r: w.kill_switch(
+                action, reason, by=by, venue=venue, interface=key,
+                **{k: v for k, v in r.items() if k not in ("interface", "venue", "reason", "by", "via")}))
+            out.append(r)
+    return out
+
+
+def _record_direct(key: str, what) -> str:
+    """Record a change made without an agent in the trail of the probe's config; say what happened."""
+    from . import config as cfg
+    from .auditlive import record_direct
+    from .kernel import runstate
+    from .sinks.audit import AuditError
+
+    st = runstate.read(key) or {}
+    try:
+        conf = cfg.loads(st.get("config_text") or "", st.get("config_source") or "<attach config>")
+        d = record_direct(conf, what)
+    except (AuditError, OSError, ValueError) as e:
+        return f"NOT recorded: {e}"
+    return f"recorded in {d}" if d else "the probe's config keeps no audit trail"
+
+
 def state(maps, key: str, names: Dict[int, str]) -> Dict[str, dict]:
     """Per venue: engaged, since, reason, drops (for the status document)."""
     reasons = _read_reasons(key)
@@ -158,11 +213,10 @@ def cmd_kill_switch(args) -> int:
         return 1
     try:
         if args.ks_cmd in ("engage", "release"):
-            fn = engage if args.ks_cmd == "engage" else release
-            done = fn(args.venue, args.reason, _who(), args.iface)
+            done = act(args.ks_cmd, args.venue, args.reason, _who(), args.iface)
             for d in done:
-                print(f"hftpf-agent: kill switch {args.ks_cmd}d for {d['venue']} on {d['interface']} by {d['by']}: "
-                      f"{args.reason}", file=sys.stderr, flush=True)
+                print(f"hftpf-agent: kill switch {args.ks_cmd}d for {d['venue']} on {d['interface']} by {d['by']} "
+                      f"via {d['via']}: {args.reason} (audit: {d['audit']})", file=sys.stderr, flush=True)
             if args.json:
                 print(json.dumps(done))
             return 0

@@ -3,6 +3,10 @@ lifecycle, latencies) -> snapshots served on the control socket. One place wires
 the demo and tests run the same thing."""
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import sys
 import threading
 import time
 from typing import Optional
@@ -15,11 +19,18 @@ from .pipeline import Pipeline
 from .sources.events import CLOCK_MONO, CLOCK_TAI
 from .sources.live import LivePayloads
 
+log = logging.getLogger("hftpf.agent")
+
 
 class LiveAgent:
     def __init__(self, config, key: str, pdir: str, control: bool = True, group: Optional[str] = None,
-                 risk_rules=None, alert_stream=None):
+                 risk_rules=None, alert_stream=None, audit_dir: Optional[str] = None,
+                 audit_key: Optional[str] = None, clock_watch: Optional[bool] = None):
         self.key = key
+        self.config = config
+        self.audit = None
+        self.audit_errors = 0
+        self.clock_watch = None
         self.lock = threading.Lock()
         self.risk = None
         self.alerts = None
@@ -31,8 +42,20 @@ class LiveAgent:
         self.on_snapshot = None  # called with the kernel status document every interval (exporter)
         if risk_rules is not None:
             self._start_risk(config, risk_rules, alert_stream)
-        self.control = ControlServer(socket_path(key), {"ping": lambda r: "pong", "snapshot": self._snapshot},
-                                     group=group) if control else None
+        if audit_dir:
+            from .auditlive import LiveAudit
+
+            self.audit = LiveAudit(audit_dir, config, clock, key_file=audit_key)
+            self.audit.agent("attach", interface=key, pid=os.getpid(), venues=[ex.name for ex in config.exchanges],
+                             clock=abi.Clock(clock).name.lower(), config=config.source)
+            self.audit.hook(self.pipeline)       # after the risk engine's listener: both are called
+        if clock_watch if clock_watch is not None else (self.audit is not None or self.risk is not None):
+            from .auditlive import ClockWatch
+
+            self.clock_watch = ClockWatch(config.compliance.clock_max_offset_us)
+        handlers = {"ping": lambda r: "pong", "snapshot": self._snapshot, "kill_switch": self._kill_request,
+                    "allow_apply": self._allow_request}
+        self.control = ControlServer(socket_path(key), handlers, group=group) if control else None
 
     # -- risk --------------------------------------------------------------------------------------
     def _start_risk(self, config, ruleset, alert_stream) -> None:
@@ -51,10 +74,58 @@ class LiveAgent:
 
     def _kill(self, req) -> None:
         """A rule asked for the kill switch: engage it in the kernel now (release is by hand)."""
-        from .killswitch import engage
-
         if req.session is None:
-            engage(str(req.venue), f"rule {req.rule}: {req.reason}", by=f"rule:{req.rule}")
+            self.kill_switch("engage", str(req.venue), f"rule {req.rule}: {req.reason}", by=f"rule:{req.rule}")
+
+    # -- controls: kill switch and allow-list changes, recorded in the audit trail -------------------
+    def kill_switch(self, action: str, venue: str, reason: str, by: str) -> list:
+        from . import killswitch
+
+        fn = {"engage": killswitch.engage, "release": killswitch.release}.get(action)
+        if fn is None:
+            raise ValueError(f"kill_switch action {action!r}: expected engage or release")
+        done = fn(venue, reason, by, self.key)
+        for d in done:
+            d["audit_n"] = self._record(lambda a: a.kill_switch(action, reason, by=by, venue=venue,
+                                                                interface=d["interface"], **_kill_detail(d)))
+        return done
+
+    def _kill_request(self, req: dict) -> list:
+        for k in ("action", "venue", "reason", "by"):
+            if not isinstance(req.get(k), str) or not req[k]:
+                raise ValueError(f"kill_switch needs a non-empty string {k!r}")
+        return self.kill_switch(req["action"], req["venue"], req["reason"], req["by"])
+
+    def _allow_request(self, req: dict) -> dict:
+        """`allow` changed the rules file (it holds the file's lock while it waits for this answer):
+        apply the file to this probe and record the change."""
+        from . import allowlist as al
+        from .kernel.probemaps import ProbeMaps
+
+        change = req.get("change")
+        path = req.get("rules_file")
+        if not isinstance(change, dict) or not isinstance(path, str):
+            raise ValueError("allow_apply needs 'rules_file' (string) and 'change' (object)")
+        with open(path, "rb") as f:
+            data = f.read()
+        if change.get("rules_sha256") and hashlib.sha256(data).hexdigest() != change["rules_sha256"]:
+            raise ValueError(f"{path} changed under the request (sha256 mismatch): not applied")
+        rs = al.RuleSet.from_yaml(data.decode("utf-8"), path)
+        with ProbeMaps.from_pins(self.runtime.pdir) as maps:
+            maps.apply(self.config.exchanges, rs, maps.meta().max_rules)
+        n = self._record(lambda a: a.allowlist(change, self.key))
+        return {"interface": self.key, "rules": len(rs.rules), "audit_n": n}
+
+    def _record(self, fn) -> Optional[int]:
+        """Write one audit record (None when this agent keeps no trail). A failing trail is loud."""
+        if self.audit is None:
+            return None
+        try:
+            return fn(self.audit)
+        except (OSError, ValueError) as e:
+            self.audit_errors += 1
+            print(f"hftpf-agent: AUDIT TRAIL WRITE FAILED ({self.audit.directory}): {e}", file=sys.stderr, flush=True)
+            raise
 
     def _on_event(self, etype: int, buf: bytes, off: int, length: int) -> None:
         if etype != abi.EventType.PAYLOAD:
@@ -79,6 +150,8 @@ class LiveAgent:
             "messages": rep.get("messages"), "decode_errors": rep.get("decode_errors"),
             "orders": rep.get("orders"), "latency": rep.get("latency"), "errors": rep.get("errors"),
             "alerts": [a.to_dict() for a in self.risk.alerts()][-50:] if self.risk is not None else None,
+            "audit": dict(self.audit.snapshot(), errors=self.audit_errors) if self.audit is not None else None,
+            "clock_sync": self.clock_watch.latest if self.clock_watch is not None else None,
         }
 
     def _snapshot(self, req: dict) -> dict:
@@ -87,14 +160,30 @@ class LiveAgent:
     def publish(self) -> None:
         """Once per interval: feed the risk engine the kernel's counters, hand the latest kernel
         document to whoever exports it."""
-        if self.risk is not None:
+        doc = None
+        if self.risk is not None or self.audit is not None:
             try:
                 doc = interface_status(self.key)
+                if self.clock_watch is not None:
+                    doc["clock_sync"] = self.clock_watch.latest
+            except Exception as e:  # noqa: BLE001 - a status read problem never stops the agent
+                log.warning("status read failed: %s", e)
+        if self.audit is not None and doc is not None:
+            try:
+                with self.lock:
+                    self.audit.interval(doc["probe"], self.payloads.bad)
+                    self.audit.clock(doc.get("clock_sync"))
+            except (OSError, ValueError) as e:
+                self.audit_errors += 1
+                print(f"hftpf-agent: AUDIT TRAIL WRITE FAILED ({self.audit.directory}): {e}", file=sys.stderr,
+                      flush=True)
+        if self.risk is not None and doc is not None:
+            try:
                 with self.lock:
                     self.risk.on_status(doc)
                     self.risk.tick()
-            except Exception:  # noqa: BLE001 - a rule problem never stops the agent
-                pass
+            except Exception as e:  # noqa: BLE001 - a rule problem never stops the agent
+                log.warning("risk rules failed on the status document: %s", e)
         if self.on_snapshot is not None:
             from .sinks.snapshot import probe_document
 
@@ -104,8 +193,20 @@ class LiveAgent:
                 pass
 
     def close(self) -> None:
-        if self.alerts is not None:
-            self.alerts.close()
         if self.control is not None:
             self.control.close()
+        if self.clock_watch is not None:
+            self.clock_watch.close()
+        if self.alerts is not None:
+            self.alerts.close()
+        if self.audit is not None:
+            try:
+                with self.lock:
+                    self.audit.agent("detach", interface=self.key, pid=os.getpid(), **self.audit.counts)
+            finally:
+                self.audit.close()
         self.runtime.close()
+
+
+def _kill_detail(d: dict) -> dict:
+    return {k: v for k, v in d.items() if k not in ("interface", "venue", "reason", "by")}

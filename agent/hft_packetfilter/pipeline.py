@@ -215,6 +215,9 @@ class Pipeline:
         # optional: called with (protocol, msg, ts_ns, venue, session, to_venue) for every decoded
         # order-entry message (the live agent's risk engine listens here)
         self.message_listener = None
+        # optional: called with (venue, session, to_venue, ts_ns, bytes_lost, reason) for every hole in
+        # a reassembled TCP stream (the audit trail records it as a probe-loss window)
+        self.gap_listener = None
 
     # -- counting helpers ------------------------------------------------------------------------
     def _error(self, stage: str, exc: BaseException) -> None:
@@ -583,6 +586,11 @@ class Pipeline:
             self._error("orders", e)
 
     def _stream_gap(self, c: _TcpStream, size: int, reason: str) -> None:
+        if self.gap_listener is not None:
+            try:
+                self.gap_listener(c.venue, c.session, c.to_venue, c.ts, size, reason)
+            except Exception as e:  # noqa: BLE001
+                self._error("listener", e)
         g = self.tcp_gaps.get(c.venue)
         if g is None:
             g = self.tcp_gaps[c.venue] = [0, 0]

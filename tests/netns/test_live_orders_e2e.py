@@ -95,11 +95,7 @@ def test_orders_decoded_live_and_served_on_the_control_socket(needs_kernel, tmp_
             assert agent.wait(10) == 0
             assert not os.path.exists(sock)
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait(5)
-            teardown_agents([], IF_RX, NS_RX)
+            teardown_agents(procs, IF_RX, NS_RX)
 
 
 def test_fat_finger_rule_alerts_and_engages_the_kill_switch(needs_kernel, tmp_path):
@@ -157,8 +153,4 @@ def test_fat_finger_rule_alerts_and_engages_the_kill_switch(needs_kernel, tmp_pa
             subprocess.run([*AGENT, "kill-switch", "release", "VENUE", "--reason", "test done"], check=True,
                            capture_output=True)
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait(5)
-            teardown_agents([], IF_RX, NS_RX)
+            teardown_agents(procs, IF_RX, NS_RX)

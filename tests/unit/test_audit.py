@@ -361,12 +361,14 @@ def test_kill_minus_9_fifty_times_every_acknowledged_record_verifies(tmp_path, k
     written = {}              # n -> (seed, i) of records reported written (in the OS buffer)
     durable = -1
     torn = 0
+    opened_since_torn = True
     for seed in range(50):
         p = subprocess.Popen([sys.executable, "-c", CHILD, d, key_file, str(seed), AGENT_DIR],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         time.sleep(rnd.uniform(0.0, 0.25))          # sometimes during start-up and recovery
         os.kill(p.pid, signal.SIGKILL)
         out, _ = p.communicate(timeout=10)
+        opened_since_torn = opened_since_torn or b"R\n" in out
         for line in out.decode().splitlines():
             parts = line.split()
             if len(parts) == 4 and parts[0] == "W":
@@ -376,7 +378,9 @@ def test_kill_minus_9_fifty_times_every_acknowledged_record_verifies(tmp_path, k
         res = A.verify(d, key)
         assert res.ok, f"round {seed}: {res.first_problem}"
         last_seg = A.list_segments(d)[-1] if os.path.isdir(d) and A.list_segments(d) else None
-        if (seed % 5 == 4 and last_seg is not None and not last_seg[2]
+        # (only when a writer opened since the last one: two torn writes on one tail are one tail; on a
+        # loaded machine a child can be killed before it opens)
+        if (seed % 5 == 4 and opened_since_torn and last_seg is not None and not last_seg[2]
                 and os.path.getsize(os.path.join(d, last_seg[1])) >= len(A.MAGIC)):
             # a power-loss style torn write on top: half a frame at the end of the open segment;
             # verify accepts it (warning) and the next writer cuts it
@@ -385,6 +389,7 @@ def test_kill_minus_9_fifty_times_every_acknowledged_record_verifies(tmp_path, k
             res = A.verify(d, key)
             assert res.ok and any("torn tail" in x for x in res.warnings), res.first_problem
             torn += 1
+            opened_since_torn = False
         have = {r.n: r for r in A.iter_records(d)}
         missing = [n for n in range(durable + 1) if n not in have]
         assert not missing, f"round {seed}: durable records missing: {missing[:5]}"
@@ -405,7 +410,8 @@ def test_torn_tail_is_detected_truncated_logged_and_recorded(tmp_path, key_file,
     for i in range(10):
         w.append(A.AGENT, {"action": "attach", "i": i})
     last = w.sync()
-    os.close(w._fd)                       # the process "dies" here
+    os.close(w._fd)                       # the process "dies" here (the kernel drops its flock)
+    os.close(w._lock_fd)
     name = segs(d)[-1][1]
     assert not name.endswith(".gz")
     partial = A._frame(pack({"n": 99, "half": "written"}))[:11]
@@ -436,6 +442,7 @@ def test_damage_in_the_middle_of_the_open_segment_is_not_a_torn_tail(tmp_path, k
         w.append(A.AGENT, {"action": "attach", "i": i})
     w.sync()
     os.close(w._fd)
+    os.close(w._lock_fd)
     name = segs(d)[-1][1]
     data = bytearray(Path(d, name).read_bytes())
     data[len(A.MAGIC) + 8 + 3] ^= 0xFF
@@ -753,3 +760,18 @@ def test_report_commands_produce_json_and_html(fix_trail, tmp_path, capsys, monk
     assert (v["orders"], v["fills"], v["order_ack_us"]["max"]) == (2, 3, 120.0)
     args = parser.parse_args(["report", "reg-nms"])
     assert args.func(args) == 1
+
+
+def test_a_second_writer_on_the_same_trail_is_refused_until_the_first_closes(tmp_path, key_file):
+    d = str(tmp_path / "t")
+    w = A.AuditWriter(d, key_file, background_flush=False)
+    w.append(A.AGENT, {"action": "start"})
+    with pytest.raises(A.TrailBusy, match=f"pid {os.getpid()}"):
+        A.AuditWriter(d, key_file, background_flush=False)
+    w.close()
+    w2 = A.AuditWriter(d, key_file, background_flush=False)   # the lock went with the first writer
+    w2.append(A.AGENT, {"action": "stop"})
+    w2.close()
+    res = A.verify(d, A.load_key(key_file))
+    assert res.ok, res.to_dict()
+    assert [r.body.get("action") for r in A.iter_records(d) if r.kind == A.AGENT] == ["start", "stop"]

@@ -6,6 +6,8 @@ On disk (one directory per trail)
 ``seg-<first record number, 16 digits>.hfa.gz``    closed segments, gzip-compressed when closed
 ``HEAD``                                           signed pointer to the newest checkpoint
 ``*.torn-<offset>``                                bytes cut from a torn tail, kept for forensics
+                                                   (``.pending`` until their record is durable)
+``LOCK``                                           flock held by the one writer (its pid inside)
 
 A segment is the 8-byte magic ``HFTPFAU1`` followed by frames ``u32 length | u32 crc32 | payload``
 (big-endian; CRC-32 of the payload, so a flipped bit is located to its record). The payload is one
@@ -66,6 +68,7 @@ that starts after record 0 only when a prune record explains it.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import gzip
 import hashlib
 import hmac
@@ -117,6 +120,10 @@ class AuditError(Exception):
 
 class AuditCorrupt(AuditError):
     """The trail is damaged in a way the writer must not paper over (run ``audit verify``)."""
+
+
+class TrailBusy(AuditError):
+    """Another writer (process or AuditWriter) holds the trail: one chain has one writer."""
 
 
 class KeyFileError(AuditError):
@@ -378,6 +385,28 @@ def _read_segment(directory: str, name: str, closed: bool) -> bytes:
         return f.read()
 
 
+PENDING = ".pending"
+
+
+def _take_writer_lock(directory: str) -> int:
+    """An exclusive, non-blocking flock on ``directory/LOCK`` (released when the fd closes, also
+    by the kernel when the writer dies). Two writers would fork the chain: the second one fails."""
+    path = os.path.join(directory, "LOCK")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        finally:
+            os.close(fd)
+        raise TrailBusy(f"audit trail {directory} is being written by another writer (pid {holder}); "
+                        f"a running agent records changes itself: send them through it") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
 def _fsync_dir(directory: str) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -452,7 +481,12 @@ class AuditWriter:
         self._stop = threading.Event()
         self._flusher: Optional[threading.Thread] = None
         os.makedirs(self.directory, mode=0o750, exist_ok=True)
-        self._open()
+        self._lock_fd = _take_writer_lock(self.directory)
+        try:
+            self._open()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
         if background_flush and flush_policy == "interval":
             self._flusher = threading.Thread(target=self._flush_loop, name="hftpf-audit-flush", daemon=True)
             self._flusher.start()
@@ -522,8 +556,16 @@ class AuditWriter:
         if torn is not None:
             self.recovered.append(torn)
         for t in self.recovered:
-            self._append(TORN_TAIL, t, None, None)
+            self._append(TORN_TAIL, {k: v for k, v in t.items() if k != "pending"}, None, None)
         self._checkpoint("open")
+        pending = [t["saved_as"] for t in self.recovered if t.get("pending")]
+        if pending:
+            # the cut bytes keep their ".pending" name until their record is durable: a writer killed
+            # in between leaves them pending, and the next open records them
+            self._sync_locked()
+            for saved in pending:
+                os.replace(os.path.join(self.directory, saved + PENDING), os.path.join(self.directory, saved))
+            _fsync_dir(self.directory)
 
     def _recover(self, name: str):
         """Scan the open segment; cut a torn tail. Returns (torn info or None, last record or None,
@@ -554,7 +596,20 @@ class AuditWriter:
             last = rec
         # a torn tail cut by a writer that died before recording it: record it now
         for fn in sorted(os.listdir(self.directory)):
-            if fn.startswith(name + ".torn-") and fn not in noted:
+            if ".torn-" in fn and fn.endswith(PENDING):
+                final = fn[:-len(PENDING)]
+                if final in noted:          # recorded, died before the rename
+                    os.replace(os.path.join(self.directory, fn), os.path.join(self.directory, final))
+                    continue
+                with open(os.path.join(self.directory, fn), "rb") as f:
+                    cut_bytes = f.read()
+                off = final.split(".torn-", 1)[1].split(".")[0]
+                self.recovered.append({"segment": final.split(".torn-", 1)[0],
+                                       "offset": int(off) if off.isdigit() else None,
+                                       "bytes": len(cut_bytes), "problem": "cut by an earlier open",
+                                       "sha256": hashlib.sha256(cut_bytes).digest(), "saved_as": final,
+                                       "last_good_n": None, "pending": True})
+            elif fn.startswith(name + ".torn-") and fn not in noted:
                 with open(os.path.join(self.directory, fn), "rb") as f:
                     cut_bytes = f.read()
                 off = fn.rsplit("-", 1)[-1].split(".")[0]
@@ -571,10 +626,11 @@ class AuditWriter:
                                    "not a torn tail (run 'hftpf-agent audit verify')")
             saved = f"{name}.torn-{cut.offset}"
             k = 1
-            while os.path.exists(os.path.join(self.directory, saved)):
+            while (os.path.exists(os.path.join(self.directory, saved))
+                   or os.path.exists(os.path.join(self.directory, saved + PENDING))):
                 saved = f"{name}.torn-{cut.offset}.{k}"
                 k += 1
-            with open(os.path.join(self.directory, saved), "wb") as f:
+            with open(os.path.join(self.directory, saved + PENDING), "wb") as f:
                 f.write(rest)
                 f.flush()
                 os.fsync(f.fileno())
@@ -584,7 +640,7 @@ class AuditWriter:
             _fsync_dir(self.directory)
             torn = {"segment": name, "offset": cut.offset, "bytes": len(rest), "problem": cut.problem,
                     "sha256": hashlib.sha256(rest).digest(), "saved_as": saved,
-                    "last_good_n": last.n if last is not None else None}
+                    "last_good_n": last.n if last is not None else None, "pending": True}
             log.warning("audit trail %s: torn tail in %s at offset %d (%d bytes, %s) truncated to the last "
                         "good record %s; the cut bytes are kept in %s", self.directory, name, cut.offset,
                         len(rest), cut.problem, last.n if last is not None else "-", saved)
@@ -746,6 +802,7 @@ class AuditWriter:
             self._fd = None
             self._compress(self._seg_name)
             self.closed = True
+            os.close(self._lock_fd)   # releases the flock
         self._stop.set()
         if self._flusher is not None and self._flusher is not threading.current_thread():
             self._flusher.join(timeout=2)
