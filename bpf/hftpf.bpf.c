@@ -152,6 +152,24 @@ static __always_inline void ring_submitted(struct hftpf_probe_stats *ps, int ok)
 /* ---- feed sequence tracking --------------------------------------------------------------------- */
 
 /* Signed distance seq - expected in the feed's sequence space (32-bit spaces wrap). */
+/* Every ring-buffer record starts with this header. */
+static __always_inline void event_hdr(struct hftpf_event_hdr *h, __u16 type, __u16 len, __u64 now)
+{
+	h->type = type;
+	h->len = len;
+	h->cpu = bpf_get_smp_processor_id();
+	h->ts_ns = now;
+}
+
+/* The 4-tuple of a packet as received (remote side first for inbound packets). */
+static __always_inline void flow_key_of(struct pkt_info *pi, struct hftpf_flow_key *key)
+{
+	__builtin_memcpy(key->saddr, pi->saddr, 16);
+	__builtin_memcpy(key->daddr, pi->daddr, 16);
+	key->sport = pi->sport;
+	key->dport = pi->dport;
+}
+
 static __always_inline __s64 seq_delta(__u64 seq, __u64 expected, __u8 wide)
 {
 	if (wide)
@@ -282,10 +300,7 @@ static __always_inline void track_feed(struct pkt_info *pi, struct cursor *c, __
 		struct hftpf_ev_gap *ev = hftpf_events.ringbuf_reserve(sizeof(*ev));
 		ring_submitted(ps, ev != 0);
 		if (ev) {
-			ev->hdr.type = HFTPF_EV_GAP;
-			ev->hdr.len = sizeof(*ev);
-			ev->hdr.cpu = bpf_get_smp_processor_id();
-			ev->hdr.ts_ns = now;
+			event_hdr(&ev->hdr, HFTPF_EV_GAP, sizeof(*ev), now);
 			ev->stream = key;
 			ev->pad0 = 0;
 			ev->expected = gap_expected;
@@ -307,10 +322,7 @@ static __always_inline void payload_event(void *ctx, int is_xdp, struct pkt_info
 	ring_submitted(ps, ev != 0);
 	if (!ev)
 		return;
-	ev->hdr.type = HFTPF_EV_PAYLOAD;
-	ev->hdr.len = sizeof(*ev);
-	ev->hdr.cpu = bpf_get_smp_processor_id();
-	ev->hdr.ts_ns = now;
+	event_hdr(&ev->hdr, HFTPF_EV_PAYLOAD, sizeof(*ev), now);
 	__builtin_memcpy(ev->saddr, pi->saddr, 16);
 	__builtin_memcpy(ev->daddr, pi->daddr, 16);
 	ev->sport = pi->sport;
@@ -392,10 +404,7 @@ static __always_inline void rtt_match(struct pkt_info *pi, __u32 venue, __u64 no
 	ring_submitted(ps, ev != 0);
 	if (!ev)
 		return;
-	ev->hdr.type = HFTPF_EV_RTT;
-	ev->hdr.len = sizeof(*ev);
-	ev->hdr.cpu = bpf_get_smp_processor_id();
-	ev->hdr.ts_ns = now;
+	event_hdr(&ev->hdr, HFTPF_EV_RTT, sizeof(*ev), now);
 	__builtin_memcpy(ev->saddr, k.saddr, 16);
 	__builtin_memcpy(ev->daddr, k.daddr, 16);
 	ev->sport = k.sport;
@@ -475,6 +484,50 @@ static __always_inline void classify(struct cursor *c, void *data, struct pkt_in
 	}
 }
 
+/* Connection setup (SYN flood / port scan input): 1 + enum hftpf_conn_kind, or 0. A SYN is always
+ * reported; a pure ACK or an RST only when its 4-tuple is a half-open connection the probe saw
+ * start (one hash lookup, and only for packets with no payload or with RST set). */
+static __always_inline __u32 conn_kind(struct pkt_info *pi)
+{
+	__u8 f = pi->tcp_flags;
+	if ((f & (HFTPF_TCP_SYN | HFTPF_TCP_ACK)) == HFTPF_TCP_SYN)
+		return 1 + HFTPF_CONN_SYN;
+	int rst = f & HFTPF_TCP_RST;
+	if (!rst && !(f == HFTPF_TCP_ACK && pi->payload_len == 0))
+		return 0;
+	struct hftpf_flow_key key;
+	flow_key_of(pi, &key);
+	if (!hftpf_half_open.lookup(&key))
+		return 0;
+	return 1 + (rst ? HFTPF_CONN_RESET : HFTPF_CONN_ESTABLISHED);
+}
+
+static __always_inline void conn_event(struct pkt_info *pi, __u32 conn, __u32 venue, __u32 verdict, __u64 now,
+				       struct hftpf_probe_stats *ps)
+{
+	struct hftpf_flow_key key;
+	flow_key_of(pi, &key);
+	if (conn == 1 + HFTPF_CONN_SYN)
+		hftpf_half_open.update(&key, &now);
+	else
+		hftpf_half_open.delete(&key);
+	struct hftpf_ev_conn *ev = hftpf_events.ringbuf_reserve(sizeof(*ev));
+	ring_submitted(ps, ev != 0);
+	if (!ev)
+		return;
+	event_hdr(&ev->hdr, HFTPF_EV_CONN, sizeof(*ev), now);
+	__builtin_memcpy(ev->saddr, pi->saddr, 16);
+	__builtin_memcpy(ev->daddr, pi->daddr, 16);
+	ev->sport = pi->sport;
+	ev->dport = pi->dport;
+	ev->kind = conn - 1;
+	ev->tcp_flags = pi->tcp_flags;
+	ev->venue = venue;
+	ev->verdict = verdict;
+	ev->pad0 = 0;
+	hftpf_events.ringbuf_submit(ev, 0);
+}
+
 int hftpf_xdp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -524,7 +577,10 @@ out:
 	count(hftpf_pkt_stats.lookup(&k.cls), bytes);
 	count(hftpf_verdict_stats.lookup(&verdict), bytes);
 	count(hftpf_venue_stats.lookup(&k.venue), bytes);
-	if (observe && verdict == HFTPF_VERDICT_PASS) {
+	__u32 conn = 0;
+	if (k.transport == HFTPF_TRANSPORT_TCP && (k.cls == HFTPF_PKT_VENUE || k.cls == HFTPF_PKT_OTHER_L4))
+		conn = conn_kind(&pi);
+	if ((observe && verdict == HFTPF_VERDICT_PASS) || conn) {
 		__u32 zero = 0;
 		struct hftpf_scratch *sc = hftpf_scratch.lookup(&zero);
 		if (sc) {
@@ -532,14 +588,18 @@ out:
 			sc->venue = k.venue;
 			sc->transport = k.transport;
 			sc->tai_minus_utc = k.tai_minus_utc;
+			sc->observe = observe && verdict == HFTPF_VERDICT_PASS;
+			sc->conn = conn;
+			sc->verdict = verdict;
 			hftpf_progs.call(ctx, HFTPF_TAIL_XDP_OBSERVE);
 		}
 	}
 	return verdict == HFTPF_VERDICT_DROP ? XDP_DROP : XDP_PASS;
 }
 
-/* Reached by tail call from hftpf_xdp for venue packets that pass, on the same CPU, with the parse
- * results in hftpf_scratch. Never drops: whatever happens here, the packet passes. */
+/* Reached by tail call from hftpf_xdp for venue packets that pass and for connection-setup packets
+ * (any verdict), on the same CPU, with the parse results in hftpf_scratch. Returns the verdict
+ * hftpf_xdp decided; nothing here changes it. */
 int hftpf_xdp_observe(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -548,13 +608,18 @@ int hftpf_xdp_observe(struct xdp_md *ctx)
 	struct hftpf_scratch *sc = hftpf_scratch.lookup(&zero);
 	if (!sc)
 		return XDP_PASS;
+	int ret = sc->verdict == HFTPF_VERDICT_DROP ? XDP_DROP : XDP_PASS;
 	struct pkt_info pi = sc->pi;
 	__u32 venue = sc->venue;
-	struct hftpf_venue_info *vi = hftpf_venue_info.lookup(&venue);
-	if (!vi)
-		return XDP_PASS;
 	__u64 now = hftpf_now();
 	struct hftpf_probe_stats *ps = probe_stats();
+	if (sc->conn)
+		conn_event(&pi, sc->conn, venue, sc->verdict, now, ps);
+	if (!sc->observe)
+		return ret;
+	struct hftpf_venue_info *vi = hftpf_venue_info.lookup(&venue);
+	if (!vi)
+		return ret;
 	if (sc->transport == HFTPF_TRANSPORT_UDP) {
 		if (vi->seq_proto) {
 			/* bound the variable offset well below MAX_PACKET_OFF (0xffff) so the verifier can
@@ -587,10 +652,7 @@ int hftpf_tc_egress(struct __sk_buff *skb)
 		struct hftpf_kill *ks = hftpf_kill.lookup(&venue);
 		if (!(ks && ks->engaged) && (k.cfg_flags & HFTPF_CFG_KILL_FLOWS)) {
 			struct hftpf_flow_key fk = {};
-			__builtin_memcpy(fk.saddr, pi.saddr, 16);
-			__builtin_memcpy(fk.daddr, pi.daddr, 16);
-			fk.sport = pi.sport;
-			fk.dport = pi.dport;
+			flow_key_of(&pi, &fk);
 			ks = hftpf_kill_flows.lookup(&fk);
 		}
 		if (ks && ks->engaged) {

@@ -49,7 +49,8 @@ def udp4(src, dst, sport, dport, payload=b"", **kw) -> bytes:
 
 
 def tcp4(src, dst, sport, dport, payload=b"", **kw) -> bytes:
-    return eth(0x0800, ipv4(src, dst, 6, tcp(sport, dport, payload), **kw))
+    tk = {k: kw.pop(k) for k in ("flags", "options", "seq", "ack") if k in kw}
+    return eth(0x0800, ipv4(src, dst, 6, tcp(sport, dport, payload, **tk), **kw))
 
 
 def arp_request(sender="192.0.2.1", target="192.0.2.2") -> bytes:

@@ -12,7 +12,7 @@ import ipaddress
 import struct
 from typing import Union
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 MAX_VENUES = 63
 V4_MAPPED_PREFIX = 96
 PORT_INDEX_SIZE = 2 * 65536
@@ -52,6 +52,7 @@ MAP_AGENT_STATS = "hftpf_agent_stats"
 MAP_KILL = "hftpf_kill"
 MAP_KILL_FLOWS = "hftpf_kill_flows"
 MAP_EVENTS = "hftpf_events"
+MAP_HALF_OPEN = "hftpf_half_open"
 PROG_XDP = "hftpf_xdp"
 PROG_XDP_OBSERVE = "hftpf_xdp_observe"
 PROG_TC = "hftpf_tc_egress"
@@ -60,7 +61,8 @@ PROG_TC = "hftpf_tc_egress"
 PINNED_MAPS = (MAP_META, MAP_CONFIG, MAP_VENUE_HOSTS, MAP_VENUE_HOST, MAP_VENUE_PORTS, MAP_VENUE_INFO,
                MAP_VENUE_STATS, MAP_VERDICT_STATS, MAP_PKT_STATS, MAP_ALLOW_SRC, MAP_ALLOW_HOST,
                MAP_RULE_STATS, MAP_DROP_STATS, MAP_STREAMS, MAP_RTT_PENDING, MAP_RTT_HIST, MAP_VENUE_TX,
-               MAP_PROBE_STATS, MAP_AGENT_STATS, MAP_KILL, MAP_KILL_FLOWS, "hftpf_events", "hftpf_progs")
+               MAP_PROBE_STATS, MAP_AGENT_STATS, MAP_KILL, MAP_KILL_FLOWS, MAP_HALF_OPEN, "hftpf_events",
+               "hftpf_progs")
 
 
 class Verdict(enum.IntEnum):
@@ -133,6 +135,13 @@ class EventType(enum.IntEnum):
     GAP = 1
     RTT = 2
     PAYLOAD = 3
+    CONN = 4
+
+
+class ConnKind(enum.IntEnum):
+    SYN = 0
+    ESTABLISHED = 1
+    RESET = 2
 
 
 class Direction(enum.IntEnum):
@@ -154,6 +163,7 @@ C_ENUMS = {
     "hftpf_event_type": (EventType, "HFTPF_EV_"),
     "hftpf_seq_proto": (SeqProto, "HFTPF_SEQ_"),
     "hftpf_direction": (Direction, "HFTPF_DIR_"),
+    "hftpf_conn_kind": (ConnKind, "HFTPF_CONN_"),
 }
 
 u8, u16, u32, u64 = ctypes.c_uint8, ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
@@ -271,6 +281,11 @@ class EvRtt(ctypes.Structure):
                 ("venue", u8), ("pad0", u8 * 3), ("rtt_ns", u64)]
 
 
+class EvConn(ctypes.Structure):
+    _fields_ = [("hdr", EventHdr), ("saddr", u8 * 16), ("daddr", u8 * 16), ("sport", u16), ("dport", u16),
+                ("kind", u8), ("tcp_flags", u8), ("venue", u8), ("verdict", u8), ("pad0", u64)]
+
+
 DEFAULT_SNAPLEN = 256
 
 
@@ -313,6 +328,7 @@ C_STRUCTS = {
     "hftpf_ev_gap": EvGap,
     "hftpf_ev_rtt": EvRtt,
     "hftpf_ev_payload": EvPayload,
+    "hftpf_ev_conn": EvConn,
 }
 
 # map name -> (key ctype, value ctype): what the loader and status expect; checked at load time.
@@ -338,6 +354,7 @@ MAP_TYPES = {
     MAP_AGENT_STATS: (u32, AgentStats),
     MAP_KILL: (u32, Kill),
     MAP_KILL_FLOWS: (FlowKey, Kill),
+    MAP_HALF_OPEN: (FlowKey, u64),
 }
 MAP_PROGS = "hftpf_progs"
 # Pinned but not read through ctypes: the ring buffer, and the tail-call table (pinned because the

@@ -20,6 +20,8 @@ from .sources.events import CLOCK_MONO, CLOCK_TAI
 from .sources.live import LivePayloads
 
 log = logging.getLogger("hftpf.agent")
+_CONN_SIZE = abi.ctypes.sizeof(abi.EvConn)
+_V4_MAPPED = bytes(10) + b"\xff\xff"
 
 
 class LiveAgent:
@@ -39,6 +41,9 @@ class LiveAgent:
         self.payloads = LivePayloads(config.probe.payload_snaplen, clock)
         self.pipeline = Pipeline(config, clock=CLOCK_TAI if clock == abi.Clock.TAI else CLOCK_MONO)
         self.started = time.time()
+        maps = self.runtime.maps
+        self._venue_names = {vid: vi.name.decode(errors="replace")
+                             for vid, vi in maps.venue_infos(maps.meta().nvenues).items()}
         self.on_snapshot = None  # called with the kernel status document every interval (exporter)
         if risk_rules is not None:
             self._start_risk(config, risk_rules, alert_stream)
@@ -128,12 +133,30 @@ class LiveAgent:
             raise
 
     def _on_event(self, etype: int, buf: bytes, off: int, length: int) -> None:
+        if etype == abi.EventType.CONN:
+            if self.risk is not None and length == _CONN_SIZE:
+                self._on_conn(abi.EvConn.from_buffer_copy(buf, off))
+            return
         if etype != abi.EventType.PAYLOAD:
             return
         ev = self.payloads.event(buf, off, length)
         if ev is not None:
             with self.lock:
                 self.pipeline.feed(ev)
+
+    def _on_conn(self, ev) -> None:
+        """A connection-setup record: the SYN flood and port-scan rules' input."""
+        import ipaddress
+
+        flags = {abi.ConnKind.SYN: 0x02, abi.ConnKind.ESTABLISHED: 0x10, abi.ConnKind.RESET: 0x04}.get(ev.kind)
+        if flags is None:
+            return
+        src, dst = bytes(ev.saddr), bytes(ev.daddr)
+        src = ipaddress.ip_address(src[12:] if src[:12] == _V4_MAPPED else src)
+        dst = ipaddress.ip_address(dst[12:] if dst[:12] == _V4_MAPPED else dst)
+        venue = self._venue_names.get(ev.venue) if ev.venue else None
+        with self.lock:
+            self.risk.on_packet_meta(time.time_ns(), src, ev.dport, flags, src_port=ev.sport, dst=dst, venue=venue)
 
     def agent_snapshot(self) -> dict:
         with self.lock:

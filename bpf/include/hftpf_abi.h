@@ -17,7 +17,7 @@
 #ifndef HFTPF_ABI_H
 #define HFTPF_ABI_H
 
-#define HFTPF_ABI_VERSION 1
+#define HFTPF_ABI_VERSION 2
 
 /* Venue ids are 1..HFTPF_MAX_VENUES; 0 means "no venue" and indexes the unclassified counters.
  * Venue sets are u64 bit masks with bit (id - 1) set, hence at most 63 venues (bit 63 is kept free
@@ -87,6 +87,7 @@
 #define HFTPF_MAP_AGENT_STATS   "hftpf_agent_stats"   /* array[1] of hftpf_agent_stats (agent-written) */
 #define HFTPF_MAP_KILL          "hftpf_kill"          /* array[HFTPF_MAX_VENUES + 1] of hftpf_kill (per venue) */
 #define HFTPF_MAP_KILL_FLOWS    "hftpf_kill_flows"    /* hash: hftpf_flow_key -> hftpf_kill (per session) */
+#define HFTPF_MAP_HALF_OPEN     "hftpf_half_open"     /* lru hash: hftpf_flow_key (inbound) -> SYN time (probe clock) */
 #define HFTPF_PROG_XDP          "hftpf_xdp"           /* pinned XDP ingress program */
 #define HFTPF_PROG_XDP_OBSERVE  "hftpf_xdp_observe"   /* its observer, reached by tail call */
 #define HFTPF_PROG_TC           "hftpf_tc_egress"     /* pinned TC clsact egress program */
@@ -170,6 +171,15 @@ enum hftpf_event_type {
 	HFTPF_EV_GAP       = 1, /* struct hftpf_ev_gap */
 	HFTPF_EV_RTT       = 2, /* struct hftpf_ev_rtt */
 	HFTPF_EV_PAYLOAD   = 3, /* struct hftpf_ev_payload */
+	HFTPF_EV_CONN      = 4, /* struct hftpf_ev_conn */
+};
+
+/* What an inbound TCP connection-setup packet was (struct hftpf_ev_conn.kind). Only SYNs are always
+ * reported; an ACK or RST is reported when it ends a handshake the probe saw start (hftpf_half_open). */
+enum hftpf_conn_kind {
+	HFTPF_CONN_SYN         = 0, /* SYN without ACK: a connection attempt (half-open from now) */
+	HFTPF_CONN_ESTABLISHED = 1, /* the pure ACK that completed a tracked handshake */
+	HFTPF_CONN_RESET       = 2, /* RST on a tracked half-open connection */
 };
 
 enum hftpf_direction {
@@ -394,6 +404,20 @@ struct hftpf_ev_rtt {
 	__u8  venue;
 	__u8  pad0[3];
 	__u64 rtt_ns;
+};                             /* 64 bytes */
+
+/* An inbound TCP connection-setup packet (SYN flood and port-scan rules), whatever its verdict. */
+struct hftpf_ev_conn {
+	struct hftpf_event_hdr hdr;
+	__u8  saddr[16];       /* the remote side (sender of the SYN) */
+	__u8  daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8  kind;            /* enum hftpf_conn_kind */
+	__u8  tcp_flags;
+	__u8  venue;           /* 0 = no venue */
+	__u8  verdict;         /* enum hftpf_verdict of this packet */
+	__u64 pad0;
 };                             /* 64 bytes */
 
 #ifndef HFTPF_PAYLOAD_SNAPLEN

@@ -24,6 +24,9 @@
 #ifndef HFTPF_MAX_STREAMS
 #define HFTPF_MAX_STREAMS 4096
 #endif
+#ifndef HFTPF_MAX_HALF_OPEN
+#define HFTPF_MAX_HALF_OPEN 65536
+#endif
 #ifndef HFTPF_MAX_FLOWS
 #define HFTPF_MAX_FLOWS 65536
 #endif
@@ -65,6 +68,7 @@ BPF_PERCPU_ARRAY(hftpf_probe_stats, struct hftpf_probe_stats, 1);
 BPF_ARRAY(hftpf_agent_stats, struct hftpf_agent_stats, 1);
 BPF_ARRAY(hftpf_kill, struct hftpf_kill, HFTPF_MAX_VENUES + 1);
 BPF_HASH(hftpf_kill_flows, struct hftpf_flow_key, struct hftpf_kill, 1024);
+BPF_TABLE("lru_hash", struct hftpf_flow_key, __u64, hftpf_half_open, HFTPF_MAX_HALF_OPEN);
 BPF_RINGBUF_OUTPUT(hftpf_events, HFTPF_RINGBUF_PAGES);
 
 /* The XDP verdict program hands venue packets to its observer program by tail call. */
@@ -77,6 +81,10 @@ struct hftpf_scratch {
 	__u32 venue;
 	__u32 transport;
 	__s64 tai_minus_utc;
+	__u32 observe;         /* 1: a venue packet that passes (feed / order-entry observation) */
+	__u32 conn;            /* 1 + enum hftpf_conn_kind: report a connection-setup packet; 0: none */
+	__u32 verdict;         /* the verdict hftpf_xdp decided: the observer returns it */
+	__u32 pad0;
 };
 BPF_PERCPU_ARRAY(hftpf_scratch, struct hftpf_scratch, 1);
 

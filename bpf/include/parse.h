@@ -84,6 +84,7 @@ struct pkt_info {
 
 #define HFTPF_TCP_FIN 0x01
 #define HFTPF_TCP_SYN 0x02
+#define HFTPF_TCP_RST 0x04
 #define HFTPF_TCP_ACK 0x10
 
 static __always_inline int parse_ethhdr(struct cursor *c, struct pkt_info *pi)

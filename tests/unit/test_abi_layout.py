@@ -33,7 +33,7 @@ def _c_program() -> str:
         lines.append(f'printf("C {const} %d\\n", (int)HFTPF_{const});')
     for m in ("META", "VENUE_HOSTS", "VENUE_HOST", "VENUE_PORTS", "VENUE_INFO", "VENUE_STATS", "VERDICT_STATS", "PKT_STATS",
               "CONFIG", "ALLOW_SRC", "ALLOW_HOST", "RULE_STATS", "DROP_STATS", "STREAMS", "RTT_PENDING", "RTT_HIST",
-              "VENUE_TX", "PROBE_STATS", "AGENT_STATS", "EVENTS", "KILL", "KILL_FLOWS"):
+              "VENUE_TX", "PROBE_STATS", "AGENT_STATS", "EVENTS", "KILL", "KILL_FLOWS", "HALF_OPEN"):
         lines.append(f'printf("M MAP_{m} %s\\n", HFTPF_MAP_{m});')
     for prog in ("XDP", "XDP_OBSERVE", "TC"):
         lines.append(f'printf("M PROG_{prog} %s\\n", HFTPF_PROG_{prog});')

@@ -122,10 +122,11 @@ def entered(ns: Optional[str]) -> Iterator[None]:
         netns.popns()
 
 
-def socket_in(ns: Optional[str], family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM) -> socket.socket:
+def socket_in(ns: Optional[str], family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM,
+              proto: int = 0) -> socket.socket:
     """A socket that lives in namespace ns (a socket keeps the namespace it was created in)."""
     with entered(ns):
-        return socket.socket(family, type)
+        return socket.socket(family, type, proto)
 
 
 def run_in(ns: str, argv: List[str], **kw) -> subprocess.CompletedProcess:

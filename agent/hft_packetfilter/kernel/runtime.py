@@ -57,7 +57,7 @@ class ProbeRuntime:
             etype, elen, _cpu, _ts = _HDR.unpack_from(buf, off)
             if etype == abi.EventType.GAP and elen == gap_size:
                 self.recent_gaps.append(abi.EvGap.from_buffer_copy(buf, off))
-            elif etype not in (abi.EventType.RTT, abi.EventType.PAYLOAD):
+            elif etype not in (abi.EventType.RTT, abi.EventType.PAYLOAD, abi.EventType.CONN):
                 bad += 1
                 continue
             self.by_type[etype] += 1

@@ -71,9 +71,10 @@ network / security:
   kernel's ``drops.<reason>`` counters (``dropped_packets``, plus ``would_drop_packets`` in monitor /
   dry-run with ``include_would_drop: true``) summed over ``reasons`` in ``window`` > threshold
 * ``syn_flood``         half-open TCP connections (SYN seen, handshake not completed) opened in
-  ``window`` and still open > threshold (``on_packet_meta``)
-* ``port_scan``         distinct destination ports per source address in ``window`` > threshold
-  (``on_packet_meta``)
+  ``window`` and still open > threshold (``on_packet_meta``; live, the kernel reports every inbound
+  SYN and the ACK or RST that ends a handshake it saw start, whatever the verdict)
+* ``port_scan``         distinct destination TCP ports per source address in ``window`` > threshold
+  (``on_packet_meta``, from the same SYN records; UDP probes are not seen)
 
 probe health (``on_status``; the first document of an interface is the baseline):
 
