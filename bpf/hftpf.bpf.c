@@ -331,6 +331,7 @@ static __always_inline void payload_event(void *ctx, int is_xdp, struct pkt_info
 	ev->venue = venue;
 	ev->direction = dir;
 	ev->orig_len = pi->payload_len;
+	ev->l4proto = pi->l4proto;
 	ev->pad0 = 0;
 	__u32 n = pi->payload_len;
 	if (n > HFTPF_PAYLOAD_SNAPLEN)
@@ -630,6 +631,8 @@ int hftpf_xdp_observe(struct xdp_md *ctx)
 			if (c.pos <= c.end)
 				track_feed(&pi, &c, venue, vi->seq_proto, now, sc->tai_minus_utc, ps);
 		}
+		if (vi->flags & HFTPF_VENUE_PAYLOADS)
+			payload_event(ctx, 1, &pi, venue, HFTPF_DIR_INGRESS, now, ps);
 	} else if (vi->stream_kind == HFTPF_STREAM_ORDER_ENTRY) {
 		rtt_match(&pi, venue, now, ps);
 		payload_event(ctx, 1, &pi, venue, HFTPF_DIR_INGRESS, now, ps);

@@ -29,6 +29,7 @@ STREAM_ENDED = 0x2
 CFG_VENUE_TRIE = 0x1
 CFG_ALLOW_TRIE = 0x2
 CFG_KILL_FLOWS = 0x4
+VENUE_PAYLOADS = 0x1          # VenueInfo.flags: ship payload records of a market-data venue
 
 MAP_META = "hftpf_meta"
 MAP_VENUE_HOSTS = "hftpf_venue_hosts"
@@ -253,7 +254,7 @@ class AgentStats(ctypes.Structure):
 
 class VenueInfo(ctypes.Structure):
     _fields_ = [("name", ctypes.c_char * VENUE_NAME_LEN), ("transport", u8), ("stream_kind", u8),
-                ("seq_proto", u8), ("pad0", u8), ("latency_target_us", u32)]
+                ("seq_proto", u8), ("flags", u8), ("latency_target_us", u32)]
 
 
 class Counter(ctypes.Structure):
@@ -294,7 +295,7 @@ def ev_payload_type(snaplen: int = DEFAULT_SNAPLEN):
     class EvPayload(ctypes.Structure):
         _fields_ = [("hdr", EventHdr), ("saddr", u8 * 16), ("daddr", u8 * 16), ("sport", u16), ("dport", u16),
                     ("tcp_seq", u32), ("venue", u8), ("direction", u8), ("cap_len", u16), ("orig_len", u16),
-                    ("pad0", u16), ("data", u8 * snaplen)]
+                    ("l4proto", u8), ("pad0", u8), ("data", u8 * snaplen)]
     return EvPayload
 
 

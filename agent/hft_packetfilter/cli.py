@@ -315,6 +315,21 @@ def render_status(doc, console) -> None:
         console.print()
 
 
+def _add_agents(interfaces: dict, timeout: float = 2.0) -> None:
+    """Each interface document gets ``agent``: its running agent's snapshot (control socket), an
+    ``error`` when the agent does not answer, or None when no agent runs for it."""
+    from .control import request, socket_path
+
+    for key, st in interfaces.items():
+        if st.get("agent_running"):
+            try:
+                st["agent"] = request(socket_path(key), "snapshot", timeout=timeout)["agent"]
+            except (ConnectionError, ValueError) as e:
+                st["agent"] = {"error": f"the agent (pid {st.get('agent_pid')}) did not answer: {e}"}
+        else:
+            st["agent"] = None
+
+
 def cmd_status(args) -> int:
     if (rc := _require_root("status")) is not None:
         return rc
@@ -325,16 +340,7 @@ def cmd_status(args) -> int:
         doc = status(pin_key(args.interface, args.netns) if args.interface else None)
     except ProbeError as e:
         return _err(str(e))
-    from .control import request, socket_path
-
-    for key, st in doc["interfaces"].items():
-        if st["agent_running"]:
-            try:
-                st["agent"] = request(socket_path(key), "snapshot", timeout=2.0)["agent"]
-            except (ConnectionError, ValueError) as e:
-                st["agent"] = {"error": f"the agent (pid {st['agent_pid']}) did not answer: {e}"}
-        else:
-            st["agent"] = None
+    _add_agents(doc["interfaces"])
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
@@ -571,13 +577,25 @@ def cmd_top(args) -> int:
         return _err("no hftpf probe is attached (nothing pinned under /sys/fs/bpf/hftpf); "
                     "start one with: sudo hftpf-agent attach IFACE, or run the demo")
 
+    from .sinks.snapshot import probe_document
+
+    latest = {"alerts": []}
+
     def provider():
         try:
-            return status(key)
-        except ProbeError:
+            keys = [key] if key else list_pinned()
+            ifs = {k: probe_document(k) for k in keys}
+        except (ProbeError, OSError):
             return None
+        _add_agents(ifs, timeout=1.0)
+        latest["alerts"] = [a for st in ifs.values() for a in ((st.get("agent") or {}).get("alerts") or [])]
+        return {"interfaces": ifs}
 
-    run_top(provider, args.interval, max_frames=args.frames or None, screen=sys.stdout.isatty())
+    if not any(status(k)["interfaces"][k]["agent_running"] for k in ([key] if key else list_pinned())):
+        print("hftpf-agent: no agent is running for this probe: top shows the kernel's counters only "
+              "(no order-to-ack latency, no alerts)", file=sys.stderr, flush=True)
+    run_top(provider, args.interval, max_frames=args.frames or None, screen=sys.stdout.isatty(),
+            alerts=lambda: latest["alerts"])
     return 0
 
 
@@ -722,7 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Everything is removed at the end, on Ctrl-C and on errors.\n\n"
             "examples:\n  sudo hftpf-agent demo\n  sudo hftpf-agent demo -d 30 --rate 5000\n"
             "  sudo hftpf-agent demo -d 5 --json")
-    m.add_argument("-d", "--duration", type=float, default=10, help="seconds to run (default 10; 0 = until Ctrl-C)")
+    m.add_argument("-d", "--duration", type=float, default=60, help="seconds to run (default 60; 0 = until Ctrl-C)")
     m.add_argument("--rate", type=int, default=1000, help="feed packets per second (default 1000, max 100000)")
     m.add_argument("-i", "--interval", type=float, default=1.0, help="seconds between live updates")
     m.add_argument("--xdp-mode", choices=("native", "generic"), default="native", help="default native (veth supports it)")

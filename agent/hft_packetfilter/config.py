@@ -125,6 +125,7 @@ class Exchange:
     latency_target_us: Optional[int] = None
     session: Optional[str] = None
     symbols: Dict[str, str] = dataclasses.field(default_factory=dict, hash=False)
+    payloads: bool = False       # market data: the kernel ships its datagrams to the agent (books live)
     line: int = 0
 
 
@@ -292,7 +293,7 @@ def loads(text: str, filename: str = "<string>") -> Config:
 
 _TOP_KEYS = ("hft_analyzer", "probe", "exchanges", "monitoring", "compliance")
 _EXCHANGE_KEYS = ("name", "host", "hosts", "ports", "protocol", "stream", "latency_target_us",
-                  "session", "symbols")
+                  "session", "symbols", "payloads")
 
 # (key, node) pairs of one mapping, in document order, merge keys resolved
 _Entries = Dict[str, Tuple[Node, Node]]
@@ -562,7 +563,7 @@ class _Walker:
                                     f"(e.g. {lower} or {lower * 2})")
                 kw[key] = n
             elif key == "payload_snaplen":
-                kw[key] = self.integer(v, path, 0, 1024)
+                kw[key] = self.integer(v, path, 0, 1500)
             elif key == "rtt_samples":
                 kw[key] = self.boolean(v, path)
             elif key in ("max_rules", "max_allow_prefixes"):
@@ -640,10 +641,11 @@ class _Walker:
         symbols: Dict[str, str] = {}
         if "symbols" in e:
             symbols = self.symbols(e["symbols"][1], path + ".symbols")
+        payloads = self.boolean(e["payloads"][1], path + ".payloads") if "payloads" in e else False
 
         ex = Exchange(name=name, hosts=tuple(hosts), ports=ports, protocol=_canonical_protocol(proto.strip()),
                       transport=transport, stream_kind=stream_kind, latency_target_us=latency,
-                      session=session, symbols=symbols, line=_line(node) or 0)
+                      session=session, symbols=symbols, payloads=payloads, line=_line(node) or 0)
         return ex, name_node
 
     def network(self, node: Node, path: str) -> IPNetwork:

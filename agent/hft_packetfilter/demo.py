@@ -1,10 +1,14 @@
 """`hftpf-agent demo`: the probe on a self-contained lab, for hosts with no exchange traffic.
 
-Two namespaces joined by a veth pair: hftpf-demo-exch (the "exchange", 198.18.0.1) publishes two
-market-data feeds, MoldUDP64 and an MDP3-style channel, each with real sequence headers, towards
-hftpf-demo-host (the "trading host", 198.18.0.2), where the probe is attached. Each feed is bounded
-(rate <= 100k pps, for the duration given). The demo prints the probe's per-venue counters next to
-what the sender sent and the receiver got, then tears everything down (also on Ctrl-C or an error).
+Two namespaces joined by a veth pair: hftpf-demo-exch (the "exchanges", 198.18.0.1) publishes two
+equity venues' ITCH 5.0 over MoldUDP64 (overlapping symbols on one shared random-walk mid, so
+cross-venue books, crossed markets and arbitrage show up now and then) and a CME-like MDP3 book
+channel, towards hftpf-demo-host (the "trading host", 198.18.0.2), where the probe is attached; a
+FIX 4.4 gateway on the exchange side acks and fills a trading client's orders. Each feed is bounded
+(rate <= 100k pps, for the duration given). The kernel ships the ITCH datagrams to the agent
+(`payloads: true`), which builds the books live. The demo prints the probe's per-venue counters
+next to what the sender sent and the receiver got, then tears everything down (also on Ctrl-C or an
+error).
 """
 from __future__ import annotations
 
@@ -12,7 +16,6 @@ import json
 import os
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
@@ -26,12 +29,21 @@ MAX_RATE = 100_000
 DEMO_CONFIG = f"""
 hft_analyzer:
   xdp_mode: native
+probe:
+  payload_snaplen: 1500       # whole ITCH datagrams reach the agent's books
 exchanges:
-  - name: DEMO-ITCH
+  - name: DEMO-ITCH-A
     host: {EXCH_IP}
     ports: [26477]
     protocol: ITCH/MoldUDP64
     latency_target_us: 50
+    payloads: true
+  - name: DEMO-ITCH-B
+    host: {EXCH_IP}
+    ports: [26478]
+    protocol: ITCH/MoldUDP64
+    latency_target_us: 50
+    payloads: true
   - name: DEMO-MDP3
     host: {EXCH_IP}
     ports: [14310]
@@ -62,18 +74,22 @@ rules:
 UNKNOWN_IP = "198.18.0.66"   # a second address on the exchange side that no allow rule covers
 FIX_PORT = 9878
 
-FEEDS = (("DEMO-ITCH", 26477), ("DEMO-MDP3", 14310))
+FEEDS = (("DEMO-ITCH-A", 26477), ("DEMO-ITCH-B", 26478), ("DEMO-MDP3", 14310))
+GAP_VENUE = "DEMO-ITCH-A"     # where the gap and the duplicate burst are injected
 
 
-def _moldudp64(session: bytes, seq: int) -> bytes:
-    # MoldUDP64 header (session, sequence, count) + one ITCH 5.0 system event 'S' (start of messages)
-    msg = b"S" + struct.pack(">HH", 0, 0) + (0).to_bytes(6, "big") + b"O"
-    return session + struct.pack(">QH", seq, 1) + struct.pack(">H", len(msg)) + msg
+def _generators() -> Dict[str, object]:
+    """Two equity venues on one shared mid walk (overlapping symbols), and an MDP3 book channel.
+    The venues' offsets jump more often than the simulator's default so that crossed markets and
+    arbitrage show up within a short demo."""
+    from .sim import feeds as sim
 
-
-def _mdp3(seq: int) -> bytes:
-    # MDP3 binary packet header: MsgSeqNum u32 LE, SendingTime u64 LE (no messages: a heartbeat)
-    return struct.pack("<IQ", seq & 0xFFFFFFFF, time.time_ns())
+    walk = sim.MidWalk(seed=11)
+    return {"DEMO-ITCH-A": sim.ItchGenerator(sim.VENUE_A_SYMBOLS, walk, seed=21, session="DEMOA00001",
+                                             jump_prob=0.005),
+            "DEMO-ITCH-B": sim.ItchGenerator(sim.VENUE_B_SYMBOLS, walk, seed=22, session="DEMOB00001",
+                                             jump_prob=0.005),
+            "DEMO-MDP3": sim.Mdp3Generator(seed=23)}
 
 
 class _Feeds(threading.Thread):
@@ -83,37 +99,41 @@ class _Feeds(threading.Thread):
 
         self.rate, self.duration, self.stop = rate, duration, stop
         self.sock = socket_in(NS_EXCH)
+        self.gens = _generators()
         self.sent: Dict[str, int] = {name: 0 for name, _ in FEEDS}
         self.injected = []
 
     def run(self) -> None:
-        session = b"DEMO000001"
         tick = 0.01  # send in 10 ms batches
         per_tick = max(1, int(self.rate * tick))
         end = time.monotonic() + self.duration if self.duration else None
         nxt = time.monotonic()
-        seq = 1
         t0 = time.monotonic()
         gap_done = dup_done = False
+        last = b""
         try:
             while not self.stop.is_set() and (end is None or time.monotonic() < end):
                 elapsed = time.monotonic() - t0
                 if not gap_done and elapsed >= (self.duration or 9) / 3:
-                    seq += 5                      # injected feed gap: 5 messages never sent
+                    self.gens[GAP_VENUE].skip(5)  # injected feed gap: 5 messages never sent
                     gap_done = True
-                    self.injected.append({"event": "gap", "missing": 5, "at_s": round(elapsed, 2)})
+                    self.injected.append({"event": "gap", "venue": GAP_VENUE, "missing": 5,
+                                          "at_s": round(elapsed, 2)})
                 for _ in range(per_tick):
-                    self.sock.sendto(_moldudp64(session, seq), (HOST_IP, FEEDS[0][1]))
-                    self.sock.sendto(_mdp3(seq), (HOST_IP, FEEDS[1][1]))
-                    seq += 1
-                self.sent["DEMO-ITCH"] += per_tick
-                self.sent["DEMO-MDP3"] += per_tick
+                    for name, port in FEEDS:
+                        pkt = self.gens[name].next_packet()
+                        self.sock.sendto(pkt, (HOST_IP, port))
+                        if name == GAP_VENUE:
+                            last = pkt
+                for name, _ in FEEDS:
+                    self.sent[name] += per_tick
                 if not dup_done and elapsed >= 2 * (self.duration or 9) / 3:
                     for _ in range(3):            # injected duplicate burst
-                        self.sock.sendto(_moldudp64(session, seq - 1), (HOST_IP, FEEDS[0][1]))
-                    self.sent["DEMO-ITCH"] += 3
+                        self.sock.sendto(last, (HOST_IP, dict(FEEDS)[GAP_VENUE]))
+                    self.sent[GAP_VENUE] += 3
                     dup_done = True
-                    self.injected.append({"event": "duplicates", "packets": 3, "at_s": round(elapsed, 2)})
+                    self.injected.append({"event": "duplicates", "venue": GAP_VENUE, "packets": 3,
+                                          "at_s": round(elapsed, 2)})
                 nxt += tick
                 delay = nxt - time.monotonic()
                 if delay > 0:
@@ -308,6 +328,8 @@ def run_demo(duration: float = 10, rate: int = 1000, as_json: bool = False, xdp_
                                  "gateway": gateway.stats() if gateway is not None else None,
                                  "probe": agent.get("orders"), "latency": agent.get("latency")},
                       "alerts": agent.get("alerts"), "drops": st["drops"],
+                      "books": agent.get("books"), "crossvenue": agent.get("crossvenue"),
+                      "messages": agent.get("messages"), "decode_errors": agent.get("decode_errors"),
                       "received": rx.received, "probe": {"venues": st["venues"], "verdicts": st["verdicts"],
                                                          "unclassified": st["unclassified"],
                                                          "packet_classes": st["packet_classes"],
@@ -349,9 +371,22 @@ def run_demo(duration: float = 10, rate: int = 1000, as_json: bool = False, xdp_
             lat = (report["orders"]["latency"] or {}).get(venue, {}).get("order_ack_us", {})
             con.print(f"orders {venue}: {o.get('orders')} orders, {o.get('acks')} acks, {o.get('fills')} fills, "
                       f"{o.get('rejects')} rejects; order->ack p50 {lat.get('p50')} us, p99 {lat.get('p99')} us")
+        for venue, b in (report["books"] or {}).items():
+            tops = "  ".join(f"{s} {_px(t.get('bid_px'))}/{_px(t.get('ask_px'))}" for s, t in (b.get("top") or {}).items())
+            con.print(f"book {venue}: {b.get('messages'):,} messages, {b.get('orders'):,} open orders; {tops}")
+        cv = report["crossvenue"] or {}
+        if cv.get("totals"):
+            t = cv["totals"]
+            con.print(f"cross-venue: {t['crossed']} crossed and {t['locked']} locked episodes, "
+                      f"{t['arbitrage']} arbitrage opportunities")
         con.print(f"unknown sources on protected ports (would drop in enforce): "
                   f"{report['drops']['unknown_source']['would_drop_packets']}")
         for a in report["alerts"] or []:
             con.print(f"[red]alert[/red] {a['severity']} {a['rule']}: {a['message']}")
         log("demo: done; lab and probe removed")
     return 0
+
+
+def _px(v) -> str:
+    """An ITCH price (1e-4 dollars) as dollars; '-' when there is none."""
+    return "-" if v is None else f"{v / 10_000:.2f}"

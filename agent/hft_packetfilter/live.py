@@ -172,6 +172,9 @@ class LiveAgent:
                              "received": g.received, "missing": g.missing} for g in list(rt.recent_gaps)[-20:]],
             "messages": rep.get("messages"), "decode_errors": rep.get("decode_errors"),
             "orders": rep.get("orders"), "latency": rep.get("latency"), "errors": rep.get("errors"),
+            "books": {v: {k: b.get(k) for k in ("messages", "orders", "symbols", "top")}
+                      for v, b in (rep.get("books") or {}).items()},
+            "crossvenue": _crossvenue_summary(rep.get("crossvenue") or {}),
             "alerts": [a.to_dict() for a in self.risk.alerts()][-50:] if self.risk is not None else None,
             "audit": dict(self.audit.snapshot(), errors=self.audit_errors) if self.audit is not None else None,
             "clock_sync": self.clock_watch.latest if self.clock_watch is not None else None,
@@ -229,6 +232,16 @@ class LiveAgent:
             finally:
                 self.audit.close()
         self.runtime.close()
+
+
+def _crossvenue_summary(cv: dict) -> dict:
+    """What the agent serves of the cross-venue view: totals, the consolidated top per instrument,
+    the newest opportunities and episodes (the full lists stay in the pipeline's report)."""
+    if not cv or cv.get("enabled") is False:
+        return {"enabled": False}
+    return {"totals": cv.get("totals"), "instruments": cv.get("instruments"),
+            "opportunities": (cv.get("opportunities") or [])[-20:], "episodes": (cv.get("episodes") or [])[-20:],
+            "tick_to_trade_us": (cv.get("tick_to_trade_us") or {}).get("all")}
 
 
 def _kill_detail(d: dict) -> dict:

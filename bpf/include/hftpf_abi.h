@@ -55,7 +55,9 @@
  * trie walk costs 20-40 ns here, so it is skipped when no configured prefix is shorter than a host. */
 #define HFTPF_CFG_VENUE_TRIE 0x1
 #define HFTPF_CFG_ALLOW_TRIE 0x2
-#define HFTPF_CFG_KILL_FLOWS 0x4   /* hftpf_kill_flows holds entries: egress looks flows up */
+#define HFTPF_CFG_KILL_FLOWS 0x4
+/* hftpf_venue_info.flags */
+#define HFTPF_VENUE_PAYLOADS 0x1   /* market data: ship payload records of its UDP packets too */   /* hftpf_kill_flows holds entries: egress looks flows up */
 
 /* hftpf_port_info.flags */
 #define HFTPF_PORT_PROTECTED 0x1   /* packets TO this port need an allow rule in enforce mode */
@@ -325,7 +327,7 @@ struct hftpf_venue_info {
 	__u8  transport;       /* enum hftpf_transport */
 	__u8  stream_kind;     /* enum hftpf_stream_kind */
 	__u8  seq_proto;       /* enum hftpf_seq_proto */
-	__u8  pad0;
+	__u8  flags;           /* HFTPF_VENUE_* */
 	__u32 latency_target_us; /* microseconds, 0 = none */
 };                             /* 40 bytes */
 
@@ -424,7 +426,8 @@ struct hftpf_ev_conn {
 #define HFTPF_PAYLOAD_SNAPLEN 256
 #endif
 
-/* The first HFTPF_PAYLOAD_SNAPLEN bytes of an order-entry TCP segment's payload, for the decoders. */
+/* The first HFTPF_PAYLOAD_SNAPLEN bytes of an order-entry TCP segment's payload, or of a market-data
+ * datagram of a venue flagged HFTPF_VENUE_PAYLOADS, for the agent's decoders. */
 struct hftpf_ev_payload {
 	struct hftpf_event_hdr hdr;
 	__u8  saddr[16];
@@ -436,7 +439,8 @@ struct hftpf_ev_payload {
 	__u8  direction;       /* enum hftpf_direction */
 	__u16 cap_len;         /* bytes of data[] that are valid */
 	__u16 orig_len;        /* payload length of the segment */
-	__u16 pad0;
+	__u8  l4proto;         /* 6 TCP (order entry) or 17 UDP (market data, HFTPF_VENUE_PAYLOADS) */
+	__u8  pad0;
 	__u8  data[HFTPF_PAYLOAD_SNAPLEN];
 };
 

@@ -152,7 +152,7 @@ BAD = [
     ("string-for-int", "probe:\n  max_flows: '65536'\n", 2, "probe.max_flows",
      ["'65536' is a string; expected an integer 1024-4194304", "remove the quotes"]),
     ("bool-for-int", "probe:\n  payload_snaplen: true\n", 2, "probe.payload_snaplen",
-     ["true is a boolean; expected an integer 0-1024"]),
+     ["true is a boolean; expected an integer 0-1500"]),
     ("bool-for-int-yes", "compliance:\n  audit_retention_days: yes\n", 2, "compliance.audit_retention_days",
      ["yes is a boolean"]),
     ("int-for-bool", "hft_analyzer:\n  dry_run: 1\n", 2, "hft_analyzer.dry_run",

@@ -130,3 +130,31 @@ def test_run_top_loop_is_bounded_and_reads_keys():
     assert "filter: m_" in out and "venue:DEMO-MDP3" in out
     st = tui.run_top(lambda: S.doc(1), interval=0.0, console=c, read_key=lambda t: None, max_frames=3)
     assert st.frames == 3 and not st.quit
+
+
+def _with_agent(snap, ack_p50, ack_p99, running=True):
+    import copy as _copy
+
+    from hft_packetfilter.sinks.snapshot import interfaces
+
+    d = _copy.deepcopy(snap.doc)
+    for st in interfaces(d).values():
+        st["agent_running"] = running
+        st["agent"] = ({"latency": {"NASDAQ-OUCH": {"order_ack_us": {"count": 42, "p50": ack_p50, "p90": 60.0,
+                                                                     "p99": ack_p99, "p99_9": ack_p99, "max": ack_p99}}}}
+                       if running else None)
+    return Snapshot(d, snap.taken, snap.prev, snap.interval)
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_order_to_ack_from_the_agent_and_no_agent_is_said(width):
+    out = text(tui.render(_with_agent(S.snapshot(), 41.5, 777.0), width, 24), width)
+    assert "ACK99" in out and ("ACK50" in out) == (width >= tui.WIDE)
+    row = next(line for line in out.split("\n") if line.startswith("NASDAQ-OUCH"))
+    assert "777" in row and ("41.5" in row) == (width >= tui.WIDE)
+    assert max(len(line) for line in out.rstrip("\n").split("\n")) <= width
+    assert "no agent" not in out
+    detail = text(tui.render(_with_agent(S.snapshot(), 41.5, 777.0), width, 24, venue="NASDAQ-OUCH"), width)
+    assert "ACK us" in detail and "p50 41.5" in detail and "orders 42" in detail
+    gone = text(tui.render(_with_agent(S.snapshot(), None, None, running=False), width, 24), width)
+    assert "no agent" in gone.split("\n")[0]

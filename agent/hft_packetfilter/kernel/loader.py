@@ -223,6 +223,7 @@ def venue_tables(exchanges) -> tuple:
                                else abi.StreamKind.ORDER_ENTRY)
         info.latency_target_us = ex.latency_target_us or 0
         info.seq_proto = int(SEQ_PROTOS.get(ex.protocol, abi.SeqProto.NONE)) if ex.transport == "udp" else 0
+        info.flags = abi.VENUE_PAYLOADS if (ex.payloads and ex.transport == "udp") else 0
         infos[i] = info
     hosts: Dict[object, int] = {}
     for net, mask in own.items():

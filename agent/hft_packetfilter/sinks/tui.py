@@ -7,8 +7,8 @@ and displays frames. Nothing here touches BPF.
 Screen (80x24 and wider; more columns appear from 110 columns)::
 
     hftpf top  IFACE native monitor  clock tai  2 venues 2 streams  every 1.0s  sort:pps
-    VENUE        PPS   MBPS  RTT50  RTT99 RT99.9  KILL  LATENCY 1us..100ms
-    DEMO-ITCH  1,000   0.61      -      -      -     -  ·····▂█▃·····
+    VENUE        PPS   MBPS  RTT50  RTT99 RT99.9  ACK99  KILL  LATENCY 1us..100ms
+    DEMO-ITCH  1,000   0.61      -      -      -      -     -  ·····▂█▃·····
     STREAM                      PPS  GAPS  MISS  DUP  OOO  LAT50  LAT99  QUAL
     DEMO-MDP3:198.18.0.2:14310 1,000    0     0    0    0   5.63   22.5   100
     drops  unknown_source 0 (would 0)  deny_rule 0 (would 0)
@@ -22,6 +22,10 @@ fullest cell), its colour says where it lies against the venue's latency target 
 yellow up to twice, red beyond). Its data is the venue's RTT histogram when that has samples,
 else the venue's feed-latency histograms merged (market-data-only venues have no RTT); the detail
 view (``v``) shows both, wider.
+
+Order-to-ack (ACK50/ACK99, and every percentile in the detail view) comes from the running agent
+(the ``agent`` section a status document gets from its control socket); the title says
+``no agent`` for an interface whose agent is not running (kernel counters only).
 
 Quality score: ``snapshot.kernel_quality_score`` (analytics.feed_quality's documented formula on
 the kernel's cumulative counters).
@@ -160,6 +164,7 @@ class VenueRow:
     heat_src: str
     rtt_buckets: Optional[List[int]]
     feed_buckets: Optional[List[int]]
+    ack: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -182,6 +187,8 @@ def _rows(snap: Snapshot) -> Tuple[List[VenueRow], List[StreamRow]]:
         p = prev.get(key)
         hists = d.get("histograms") or {}
         kills = d.get("kill_switch") if isinstance(d.get("kill_switch"), dict) else {}
+        agent = d.get("agent") if isinstance(d.get("agent"), dict) else {}
+        lat = agent.get("latency") if isinstance(agent.get("latency"), dict) else {}
         for sname, st in sorted((d.get("streams") or {}).items()):
             streams.append(StreamRow(name=(f"{key}/{sname}" if multi else sname), venue=st.get("venue", ""),
                                      iface=key, pps=rate(d, p, snap.interval, "streams", sname, "packets"),
@@ -199,7 +206,8 @@ def _rows(snap: Snapshot) -> Tuple[List[VenueRow], List[StreamRow]]:
                 rx_packets=v.get("rx_packets", 0), rtt=v.get("rtt_us") or {},
                 target_us=v.get("latency_target_us"), kill=(k or {}).get("engaged") if k else None,
                 heat=rtt_b or feed_b, heat_src="rtt" if rtt_b else ("feed" if feed_b else "-"),
-                rtt_buckets=rtt_b, feed_buckets=feed_b))
+                rtt_buckets=rtt_b, feed_buckets=feed_b,
+                ack=((lat.get(vname) or {}).get("order_ack_us") or {}) if isinstance(lat.get(vname), dict) else {}))
     return venues, streams
 
 
@@ -244,6 +252,10 @@ def _title(snap: Snapshot, ifs: Dict[str, Dict[str, Any]], nv: int, ns: int, sor
         t.append(f"{d.get('attach_mode', '?')}/{d.get('mode', '?')}")
         if d.get("attached") is False:
             t.append(" DETACHED", style="bold red")
+        if d.get("agent_running") is False:
+            t.append(" no agent", style="yellow")
+        elif isinstance(d.get("agent"), dict) and "error" in d["agent"]:
+            t.append(" agent?", style="yellow")
     clocks = sorted({str(d.get("clock")) for d in ifs.values()}) or ["?"]
     t.append(f"  clock {','.join(clocks)}")
     if width >= WIDE:
@@ -269,10 +281,13 @@ def _venue_table(rows: List[VenueRow], width: int, limit: int, more: int) -> Tab
     t.add_column("RTT99", justify="right", no_wrap=True)
     t.add_column("RT99.9", justify="right", no_wrap=True)
     if wide:
+        t.add_column("ACK50", justify="right", no_wrap=True)
+    t.add_column("ACK99", justify="right", no_wrap=True)
+    if wide:
         t.add_column("TARGET", justify="right", no_wrap=True)
     t.add_column("KILL", justify="center", no_wrap=True)
-    # the strip takes what the other columns leave (their widest: 52 columns narrow, 84 wide)
-    cells = max(12, width - (85 if wide else 53))
+    # the strip takes what the other columns leave (their widest: 59 columns narrow, 98 wide)
+    cells = max(12, width - (99 if wide else 60))
     t.add_column("LATENCY 1us..100ms", no_wrap=True, overflow="crop", width=cells)
     for r in rows[:limit]:
         kill = Text("-", style="dim") if r.kill is None else (Text("ON", style="bold red") if r.kill
@@ -283,6 +298,10 @@ def _venue_table(rows: List[VenueRow], width: int, limit: int, more: int) -> Tab
         if wide:
             cols += [fmt_n(r.rx_packets), fmt_n(r.tx_pps)]
         cols += [fmt_us(r.rtt.get("p50")), Text(fmt_us(p99), style=p99_style), fmt_us(r.rtt.get("p99_9"))]
+        a99 = r.ack.get("p99")
+        if wide:
+            cols.append(fmt_us(r.ack.get("p50")))
+        cols.append(Text(fmt_us(a99), style="red" if (a99 is not None and r.target_us and a99 > r.target_us) else ""))
         if wide:
             cols.append(fmt_us(r.target_us))
         strip = heat_strip(r.heat, cells - 2, r.target_us)
@@ -477,6 +496,13 @@ def _render_venue(snap: Snapshot, ifs, venues: List[VenueRow], streams: List[Str
         lat.append(f" {k.replace('_', '.')} {fmt_us(row.rtt.get(k))}")
     lat.append(f"  samples {fmt_n(row.rtt.get('count') or 0)}")
     parts.append(lat)
+    if row.ack:
+        ack = Text(no_wrap=True, overflow="ellipsis")
+        ack.append("ACK us ")
+        for k in ("p50", "p90", "p99", "p99_9", "max"):
+            ack.append(f" {k.replace('_', '.')} {fmt_us(row.ack.get(k))}")
+        ack.append(f"  orders {fmt_n(row.ack.get('count') or 0)}")
+        parts.append(ack)
     cells = max(20, width - 14)
     for label, b in (("RTT ", row.rtt_buckets), ("FEED", row.feed_buckets)):
         line = Text(f"{label}    ", no_wrap=True)

@@ -22,14 +22,17 @@ def _addr(raw: bytes):
     return 6, raw
 
 
+_UDP = 17
+
+
 class LivePayloads:
     """Turns payload records into Events; counts what it could not turn."""
 
     def __init__(self, snaplen: int = abi.DEFAULT_SNAPLEN, clock: int = abi.Clock.TAI):
         self.snaplen = snaplen
         self.clock = CLOCK_TAI if clock == abi.Clock.TAI else CLOCK_MONO
-        # header(16) saddr(16) daddr(16) sport dport tcp_seq venue direction cap_len orig_len pad
-        self._fixed = struct.Struct("=HHIQ16s16sHHIBBHHH")
+        # header(16) saddr(16) daddr(16) sport dport tcp_seq venue direction cap_len orig_len l4proto pad
+        self._fixed = struct.Struct("=HHIQ16s16sHHIBBHHBB")
         self._data_off = self._fixed.size
         self.records = 0
         self.truncated = 0
@@ -39,7 +42,7 @@ class LivePayloads:
         if length < self._data_off:
             self.bad += 1
             return None
-        (_t, _l, _cpu, ts, saddr, daddr, sport, dport, seq, _venue, _dir, cap, orig, _pad) = \
+        (_t, _l, _cpu, ts, saddr, daddr, sport, dport, seq, _venue, _dir, cap, orig, l4, _pad) = \
             self._fixed.unpack_from(buf, off)
         if cap > self.snaplen or self._data_off + cap > length:
             self.bad += 1
@@ -50,6 +53,9 @@ class LivePayloads:
         fam, src = _addr(saddr)
         _, dst = _addr(daddr)
         start = off + self._data_off
+        if l4 == _UDP:      # a market-data datagram (venue flagged `payloads: true`)
+            return Event(ts, self.clock, fam, src, dst, sport, dport, "udp", bytes(buf[start:start + cap]),
+                         frame_len=orig)
         # PSH|ACK: payload records are data segments; the kernel does not ship the flags byte
         return Event(ts, self.clock, fam, src, dst, sport, dport, "tcp", bytes(buf[start:start + cap]),
                      tcp_seq=seq, tcp_flags=0x18, frame_len=orig)
