@@ -68,8 +68,16 @@ class LiveAgent:
         from .sinks.alerts import from_monitoring
 
         self.alerts = from_monitoring(config.monitoring, log_stream=alert_stream)
+        # emissions per (rule, severity), every configured rule from 0 (the exporter's hftpf_alerts_total)
+        self.alert_counts = {(r.name, r.severity): 0 for r in ruleset}
+
+        def on_alert(a) -> None:
+            k = (a.rule, a.severity)
+            self.alert_counts[k] = self.alert_counts.get(k, 0) + 1
+            self.alerts.submit(a)
+
         self.risk = RiskEngine(ruleset, clock=time.time_ns, config=config, kill_switch=self._kill,
-                               on_alert=self.alerts.submit)
+                               on_alert=on_alert)
 
         def listener(protocol, msg, ts_ns, venue, session, to_venue):
             if protocol == "FIX/TCP":
@@ -176,6 +184,8 @@ class LiveAgent:
                       for v, b in (rep.get("books") or {}).items()},
             "crossvenue": _crossvenue_summary(rep.get("crossvenue") or {}),
             "alerts": [a.to_dict() for a in self.risk.alerts()][-50:] if self.risk is not None else None,
+            "alert_counts": ([{"rule": r, "severity": s, "count": n} for (r, s), n in sorted(self.alert_counts.items())]
+                             if self.risk is not None else None),
             "audit": dict(self.audit.snapshot(), errors=self.audit_errors) if self.audit is not None else None,
             "clock_sync": self.clock_watch.latest if self.clock_watch is not None else None,
         }
@@ -214,7 +224,9 @@ class LiveAgent:
             from .sinks.snapshot import probe_document
 
             try:
-                self.on_snapshot(probe_document(self.key))
+                doc = probe_document(self.key)
+                doc["agent"] = self.agent_snapshot()
+                self.on_snapshot(doc)
             except Exception:  # noqa: BLE001 - an exporter problem never stops the agent
                 pass
 

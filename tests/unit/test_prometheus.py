@@ -218,3 +218,39 @@ def test_rules_pass_promtool_check_rules():
     r = subprocess.run([PROMTOOL, "check", "config", str(ROOT / "configs/prometheus/prometheus.yml")],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _doc_with_agent():
+    d = S.doc(1)
+    d["agent"] = {"alert_counts": [{"rule": "fat-finger", "severity": "critical", "count": 2},
+                                   {"rule": "syn-flood", "severity": "critical", "count": 0}],
+                  "orders": {"NASDAQ-OUCH": {"orders": 23, "acks": 22, "fills": 5, "venue_name": "x"}},
+                  "latency": {"NASDAQ-OUCH": {"order_ack_us": {"count": 22, "p50": 310.0, "p90": 400.0, "p99": 950.5,
+                                                               "p99_9": 999.0, "max": 1000.0},
+                                              "cancel_ack_us": {"count": 0, "p50": None}}},
+                  "crossvenue": {"totals": {"locked": 3, "crossed": 4, "arbitrage": 5}},
+                  "audit": {"next_n": 120, "errors": 1}}
+    return d
+
+
+def test_agent_families_alerts_orders_latency_crossvenue_audit():
+    text = exposition(lambda: {"interfaces": {S.KEY: _doc_with_agent()}})
+    samples = {(s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "interface"))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples[("hftpf_alerts_total", (("rule", "fat-finger"), ("severity", "critical")))] == 2
+    assert samples[("hftpf_alerts_total", (("rule", "syn-flood"), ("severity", "critical")))] == 0
+    assert samples[("hftpf_orders_total", (("event", "acks"), ("venue", "NASDAQ-OUCH")))] == 22
+    assert not any(k[0] == "hftpf_orders_total" and ("event", "venue_name") in k[1] for k in samples)
+    assert samples[("hftpf_order_latency_seconds",
+                    (("metric", "order_ack"), ("percentile", "p99"), ("venue", "NASDAQ-OUCH")))] == pytest.approx(950.5e-6)
+    assert not any(k[0] == "hftpf_order_latency_seconds" and ("metric", "cancel_ack") in k[1] for k in samples)
+    assert samples[("hftpf_crossvenue_episodes_total", (("state", "crossed"),))] == 4
+    assert samples[("hftpf_arbitrage_opportunities_total", ())] == 5
+    assert samples[("hftpf_audit_records_total", ())] == 120 and samples[("hftpf_audit_write_errors_total", ())] == 1
+    # an agent that did not answer, or none, exports none of these
+    d = S.doc(1)
+    d["agent"] = {"error": "timeout"}
+    assert "hftpf_orders_total{" not in exposition(lambda: {"interfaces": {S.KEY: d}})
+    if PROMTOOL:
+        r = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stdout + r.stderr

@@ -34,6 +34,13 @@ per interface
     hftpf_probe_attached_since_seconds (Unix time), hftpf_probe_info{mode,attach_mode,clock,abi_version},
     hftpf_kill_switch_engaged{venue} (only when the document has a ``kill_switch`` key: per venue
     {VENUE: {"engaged": ...}}, or one switch for the interface, exported with venue="")
+per interface, from the running agent (the document's ``agent`` section, when there is one)
+    hftpf_alerts_total{rule,severity}: alerts fired per risk rule (every configured rule from 0),
+    hftpf_orders_total{venue,event}: decoded order flow (orders, acks, fills, rejects, cancels ...),
+    hftpf_order_latency_seconds{venue,metric,percentile}: the agent's order-to-ack/fill/cancel
+        percentiles p50 p90 p99 p99.9 max (gauges: from the agent's recorder, not kernel buckets),
+    hftpf_crossvenue_episodes_total{state}, hftpf_arbitrage_opportunities_total,
+    hftpf_audit_records_total, hftpf_audit_write_errors_total (when the agent keeps a trail)
 exporter
     hftpf_build_info{version,abi_version,python}, hftpf_snapshot_age_seconds, hftpf_snapshot_ok,
     hftpf_exporter_scrapes_rejected_total
@@ -79,6 +86,7 @@ Provider = Callable[[], Any]
 #: le label values (seconds) of the finite buckets, from the kernel layout's upper edges
 LE_BOUNDS: Tuple[str, ...] = tuple(repr(bucket_bounds(i)[1] / 1e9) for i in range(MAX_INDEX))
 
+_PERCENTILES = (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p99.9", "p99_9"), ("max", "max"))
 _LOSS_FROM_PROBE = (("ringbuf_reserve", "ringbuf_lost"), ("rtt_table_full", "rtt_table_full"),
                     ("stream_table_full", "stream_table_full"), ("rtt_eviction", "map_evictions"),
                     ("decode_error", "events_bad"), ("truncated", "truncated"))
@@ -257,6 +265,46 @@ class SnapshotCollector:
                 fam["ks"].add_metric([key, ""], 1.0 if engaged else 0.0)
         yield from fam.values()
         yield from feed.values()
+        yield from self._agent_families(ifs)
+
+    def _agent_families(self, ifs: Dict[str, Dict[str, Any]]):
+        L = ["interface"]
+        al = CounterMetricFamily("hftpf_alerts", "Alerts fired, per risk rule", labels=L + ["rule", "severity"])
+        od = CounterMetricFamily("hftpf_orders", "Decoded order flow by event", labels=L + ["venue", "event"])
+        ol = GaugeMetricFamily("hftpf_order_latency_seconds", "The agent's order latency percentiles",
+                               labels=L + ["venue", "metric", "percentile"])
+        cv = CounterMetricFamily("hftpf_crossvenue_episodes", "Locked / crossed market episodes", labels=L + ["state"])
+        arb = CounterMetricFamily("hftpf_arbitrage_opportunities", "Cross-venue arbitrage opportunities", labels=L)
+        ar = CounterMetricFamily("hftpf_audit_records", "Audit trail records written by the agent", labels=L)
+        ae = CounterMetricFamily("hftpf_audit_write_errors", "Audit trail writes that failed", labels=L)
+        for key, d in sorted(ifs.items()):
+            a = d.get("agent")
+            if not isinstance(a, dict) or "error" in a:
+                continue
+            for row in a.get("alert_counts") or []:
+                al.add_metric([key, str(row.get("rule")), str(row.get("severity"))], row.get("count", 0))
+            for venue, o in sorted((a.get("orders") or {}).items()):
+                for event, n in sorted(o.items()):
+                    if isinstance(n, (int, float)) and not isinstance(n, bool):
+                        od.add_metric([key, venue, event], n)
+            for venue, lat in sorted((a.get("latency") or {}).items()):
+                for metric, r in sorted((lat or {}).items()):
+                    if not isinstance(r, dict) or not r.get("count"):
+                        continue
+                    for q, k in _PERCENTILES:
+                        if r.get(k) is not None:
+                            ol.add_metric([key, venue, metric[:-3] if metric.endswith("_us") else metric, q],
+                                          r[k] / 1e6)
+            tot = (a.get("crossvenue") or {}).get("totals")
+            if isinstance(tot, dict):
+                for state in ("locked", "crossed"):
+                    cv.add_metric([key, state], tot.get(state, 0) or 0)
+                arb.add_metric([key], tot.get("arbitrage", 0) or 0)
+            au = a.get("audit")
+            if isinstance(au, dict):
+                ar.add_metric([key], max(0, au.get("next_n", 0)))
+                ae.add_metric([key], au.get("errors", 0) or 0)
+        yield from (al, od, ol, cv, arb, ar, ae)
 
 
 # ------------------------------------------------------------------------------------------------ server
@@ -439,7 +487,7 @@ def pin_provider(keys: Iterable[str], interval: float = 1.0) -> Tuple[snap.Snaps
     """A holder fed by a poller thread reading the given pinned probes (started; ``poller.stop()``).
     Use ``holder.doc`` as the exporter's provider."""
     holder = snap.SnapshotHolder()
-    poller = snap.PinPoller(holder, list(keys), interval)
+    poller = snap.PinPoller(holder, list(keys), interval, read=lambda k: snap.probe_document(k, with_agent=True))
     poller.poll_once()
     poller.start()
     return holder, poller

@@ -114,8 +114,10 @@ def raw_histograms(pin_dir: str) -> Dict[str, Dict[str, Dict[str, Any]]]:
     return out
 
 
-def probe_document(key: str) -> Doc:
-    """interface_status(key) plus the raw histograms (see the module docstring)."""
+def probe_document(key: str, with_agent: bool = False) -> Doc:
+    """interface_status(key) plus the raw histograms (see the module docstring); with_agent: plus the
+    running agent's snapshot from its control socket (``agent``: None when none runs, ``{"error"}``
+    when it does not answer)."""
     import os
 
     from ..kernel.loader import PIN_ROOT
@@ -124,6 +126,15 @@ def probe_document(key: str) -> Doc:
     doc = interface_status(key)
     doc["interface"] = key
     doc["histograms"] = raw_histograms(os.path.join(PIN_ROOT, key))
+    if with_agent:
+        doc["agent"] = None
+        if doc.get("agent_running"):
+            from ..control import request, socket_path
+
+            try:
+                doc["agent"] = request(socket_path(key), "snapshot", timeout=1.0)["agent"]
+            except (ConnectionError, OSError, ValueError) as e:
+                doc["agent"] = {"error": f"the agent did not answer: {e}"}
     return doc
 
 
