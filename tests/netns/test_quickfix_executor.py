@@ -95,8 +95,7 @@ def _wait_listening(port, proc, timeout=10.0):
     return False
 
 
-def test_our_client_against_quickfix_executor(executor, tmp_path):
-    port = _free_port()
+def _executor_cfg(tmp_path, port):
     cfg = tmp_path / "executor.cfg"
     cfg.write_text(f"""[DEFAULT]
 ConnectionType=acceptor
@@ -116,6 +115,12 @@ BeginString=FIX.4.4
 SenderCompID=EXECUTOR
 TargetCompID=HFTPF
 """)
+    return cfg
+
+
+def test_our_client_against_quickfix_executor(executor, tmp_path):
+    port = _free_port()
+    cfg = _executor_cfg(tmp_path, port)
     log = tmp_path / "executor.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([str(executor), str(cfg)], stdout=out, stderr=subprocess.STDOUT,
@@ -153,3 +158,85 @@ TargetCompID=HFTPF
     text = log.read_bytes()
     assert text.count(b"\x0135=8\x01") == n
     assert b"Received logon request" in text and b"Received logout request" in text
+
+
+NS_X, NS_H = "hftpf-q-exch", "hftpf-q-host"
+IF_X, IF_H = "hft-q-exch0", "hft-q-host0"
+X_IP, H_IP = "198.18.11.1", "198.18.11.2"
+
+
+def test_probe_counts_and_latencies_match_what_the_client_saw(executor, tmp_path, needs_kernel):
+    """The executor in an exchange namespace, the probe attached on the host side of the veth, our
+    client in the host namespace: the probe's decoded order count equals what the client sent and
+    had acked, and its wire-level order-to-ack latencies sit below the client's (the kernel stamps
+    the order later on the way out and the ack earlier on the way in than user space can), order
+    statistic by order statistic."""
+    import json
+    import sys
+
+    from hft_packetfilter.control import request
+    from hft_packetfilter.kernel.netlab import Lab, Link, socket_in
+
+    from _wire import teardown_agents
+
+    port = 9878
+    cfg = _executor_cfg(tmp_path, port)
+    conf = tmp_path / "probe.yaml"
+    conf.write_text(f"exchanges:\n  - {{name: QFX, host: {X_IP}, ports: [{port}], protocol: FIX/TCP}}\n")
+    procs = []
+    with Lab([NS_X, NS_H], [Link(NS_X, IF_X, f"{X_IP}/24", NS_H, IF_H, f"{H_IP}/24")]):
+        try:
+            log = open(tmp_path / "executor.log", "wb")
+            ex = subprocess.Popen(["ip", "netns", "exec", NS_X, str(executor), str(cfg)], stdout=log,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp_path)
+            procs.append(ex)
+            end = time.monotonic() + 10
+            while True:                       # listening? (before the probe: this probe connection is not counted)
+                s = socket_in(NS_H, socket.AF_INET, socket.SOCK_STREAM)
+                s.settimeout(0.3)
+                try:
+                    s.connect((X_IP, port))
+                    break
+                except OSError:
+                    assert time.monotonic() < end and ex.poll() is None, "the executor never listened"
+                    time.sleep(0.1)
+                finally:
+                    s.close()
+            agent = subprocess.Popen([sys.executable, "-m", "hft_packetfilter.cli", "attach", IF_H, "--netns", NS_H,
+                                      "-c", str(conf), "-q", "--metrics-listen", "off"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            procs.append(agent)
+            sock = f"/run/hftpf/{NS_H}:{IF_H}.sock"
+            end = time.monotonic() + 20
+            while True:
+                assert agent.poll() is None, agent.stderr.read()
+                try:
+                    if request(sock, "ping", timeout=0.5) == "pong":
+                        break
+                except (ConnectionError, OSError, ValueError):
+                    assert time.monotonic() < end, "the agent never answered"
+                    time.sleep(0.1)
+            n = 150
+            cl = FixClient((X_IP, port), netns=NS_H, sender_comp_id="HFTPF", target_comp_id="EXECUTOR", orders=n,
+                           rate=300, heartbeat_s=5, drain_timeout=10)
+            cl.run()
+            st = cl.stats()
+            assert st["error"] is None and st["acked"] == n and st["fills"] == n, st
+            client_lat = sorted(cl.latencies_us("D"))
+            assert len(client_lat) == n
+            time.sleep(1.0)                   # the agent drains the last records
+            snap = request(sock, "snapshot", timeout=5)["agent"]
+        finally:
+            teardown_agents(procs, IF_H, NS_H)
+    orders = snap["orders"]["QFX"]
+    assert (orders["orders"], orders["acks"], orders["fills"]) == (n, n, n), json.dumps(orders)
+    probe = snap["latency"]["QFX"]["order_ack_us"]
+    assert probe["count"] == n and probe["exact"], probe
+
+    def pct(xs, p):                            # the same nearest-rank rule as analytics.percentiles
+        import math
+        return xs[max(0, math.ceil(p / 100 * len(xs)) - 1)]
+
+    for k, p in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100)):
+        assert 0 < probe[k] <= pct(client_lat, p), (k, probe[k], pct(client_lat, p))
+    assert probe["min"] <= client_lat[0]
