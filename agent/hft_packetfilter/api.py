@@ -120,16 +120,19 @@ class HFTAnalyzer:
                            "real_time_alerts": real_time_alerts, "audit_dir": audit_dir, "audit_key": audit_key}
 
     def effective_config(self) -> _config.Config:
-        """The config in force: the one given, plus exchanges added with add_exchange()."""
+        """The config in force: the one given (every section, every exchange as written), plus the
+        exchanges added with add_exchange() (validated like a config file's)."""
+        base = self.config or _config.default()
         if not self.exchanges:
-            return self.config or _config.default()
-        text = "exchanges:\n"
-        base = self.config
-        if base is not None:
-            text += "".join(ExchangeConfig(e.name, str(e.hosts[0]), list(e.ports), e.protocol,
-                                           e.latency_target_us).to_yaml() for e in base.exchanges)
-        text += "".join(e.to_yaml() for e in self.exchanges)
-        return _config.loads(text, "<HFTAnalyzer>")
+            return base
+        added = _config.loads("exchanges:\n" + "".join(e.to_yaml() for e in self.exchanges),
+                              "<HFTAnalyzer.add_exchange>").exchanges
+        known = {e.name.lower(): e for e in base.exchanges}
+        for e in added:
+            if e.name.lower() in known:
+                raise _config.ConfigError("<HFTAnalyzer.add_exchange>", None, "exchanges",
+                                          f"exchange {e.name!r} is already in {base.source}; add another name")
+        return dataclasses.replace(base, exchanges=base.exchanges + added)
 
     # -- live ------------------------------------------------------------------------------------
     def start_monitoring(self, interface: Optional[str] = None, netns: Optional[str] = None,

@@ -61,3 +61,27 @@ def test_start_monitoring_without_interface_is_a_clear_error():
 
     with pytest.raises(ProbeError, match="no interface"):
         HFTAnalyzer().start_monitoring()
+
+
+def test_added_exchanges_keep_every_section_and_exchange_of_the_given_config():
+    from hft_packetfilter import config as C
+
+    cfg = C.loads("hft_analyzer: {network_interface: eth9, mode: enforce}\n"
+                  "probe: {payload_snaplen: 512}\n"
+                  "exchanges:\n"
+                  "  - {name: EQ, hosts: [233.252.0.1, 233.252.0.2], ports: [26400], protocol: ITCH/MoldUDP64,\n"
+                  "     symbols: {AAPL: AAPL.US}, payloads: true}\n"
+                  "monitoring: {metrics_listen: '127.0.0.1:9999'}\n"
+                  "compliance: {audit_trail: true, audit_dir: /tmp/x, clock_max_offset_us: 50}\n", "base.yaml")
+    a = HFTAnalyzer(config=cfg)
+    a.add_exchange(ExchangeConfig(name="NYSE", host="10.0.0.5", ports=[4001], protocol="FIX/TCP"))
+    eff = a.effective_config()
+    assert [e.name for e in eff.exchanges] == ["EQ", "NYSE"]
+    eq = eff.exchanges[0]
+    assert len(eq.hosts) == 2 and eq.symbols == {"AAPL": "AAPL.US"} and eq.payloads
+    assert eff.analyzer.network_interface == "eth9" and eff.analyzer.mode == "enforce"
+    assert eff.probe.payload_snaplen == 512 and eff.monitoring.metrics_listen == "127.0.0.1:9999"
+    assert eff.compliance.audit_trail and eff.compliance.clock_max_offset_us == 50
+    a.add_exchange(ExchangeConfig(name="eq", host="10.0.0.6", ports=[1], protocol="FIX/TCP"))
+    with pytest.raises(ConfigError, match="already in base.yaml"):
+        a.effective_config()
