@@ -291,12 +291,20 @@ def run_demo(duration: float = 10, rate: int = 1000, as_json: bool = False, xdp_
                 if as_json:
                     feeds.join()
                 elif sys.stdout.isatty():
-                    from rich.live import Live
+                    # the TUI (`hftpf-agent top`) in-process until the feeds end; q ends the demo early
+                    from .sinks.snapshot import probe_document
+                    from .sinks.tui import run_top
 
-                    with Live(_table(interface_status(key), feeds.sent, rx.received), refresh_per_second=4) as live:
-                        while feeds.is_alive():
-                            feeds.join(interval)
-                            live.update(_table(interface_status(key), feeds.sent, rx.received))
+                    def provider():
+                        d = probe_document(key)
+                        d["agent"] = live.agent_snapshot()
+                        return {"interfaces": {key: d}}
+
+                    state = run_top(provider, interval, alerts=lambda: live.agent_snapshot().get("alerts") or [],
+                                    deadline=(time.monotonic() + duration) if duration else None)
+                    if state.quit:
+                        stop.set()
+                    feeds.join()
                 else:
                     while feeds.is_alive():
                         feeds.join(interval)

@@ -140,3 +140,20 @@ def test_demo_json_report_top_in_tmux_and_clean_teardown(needs_kernel):
     assert "hfd-" not in subprocess.run(["ip", "link"], capture_output=True, text=True).stdout
     assert not os.path.exists(f"/sys/fs/bpf/hftpf/{NS}:{IF}")
     assert not os.path.exists(SOCK)
+
+
+def test_demo_on_a_terminal_shows_the_tui_then_the_summary(needs_kernel):
+    """The README's main command on a terminal: the TUI while it runs, then the summary, exit 0."""
+    if shutil.which("tmux") is None:
+        pytest.fail("tmux is not installed (tools/setup-host.sh installs it)")
+    cmd = f"{sys.executable} -m hft_packetfilter.cli demo -d 6 --rate 200; echo DEMO-EXIT $?; sleep 30"
+    subprocess.run([*TMUX, "new-session", "-d", "-s", SESSION, "-x", "100", "-y", "40", cmd], check=True)
+    try:
+        live = _wait_screen(lambda s: "hftpf top" in s and re.search(r"^DEMO-ITCH-A\s+\d", s, re.M) is not None, 40)
+        assert "q quit" in live and "DEMO-FIX" in live
+        done = _wait_screen(lambda s: "DEMO-EXIT" in s, 60)
+    finally:
+        subprocess.run([*TMUX, "kill-server"], capture_output=True)
+    assert "DEMO-EXIT 0" in done, done
+    for want in ("demo: done; lab and probe removed", "cross-venue:", "book DEMO-ITCH-B", "alert critical fat-finger"):
+        assert want in done, (want, done)

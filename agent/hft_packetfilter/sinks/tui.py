@@ -600,12 +600,13 @@ class TerminalKeys:
 def run_top(provider: Callable[[], Any], interval: float = 1.0, *, console: Optional[Console] = None,
             read_key: Optional[Callable[[float], Optional[str]]] = None, max_frames: Optional[int] = None,
             alerts: Union[Sequence[Any], Callable[[], Sequence[Any]], None] = None, sort: str = "venue",
-            screen: bool = True) -> TopState:
+            screen: bool = True, deadline: Optional[float] = None) -> TopState:
     """Show ``provider()`` (a status document or a ``Snapshot``) every ``interval`` seconds until
     'q' (or ``max_frames`` frames). Keys: q quit, s sort, / filter (Enter/Esc), v venue detail
     (cycles; Esc back). ``read_key(timeout)`` returns a key or None; default: the terminal in cbreak
     mode. On a terminal the frame is redrawn in place (alternate screen); otherwise every frame is
-    printed, one after the other. Returns the final state."""
+    printed, one after the other. ``deadline``: stop at this time.monotonic() as well. Returns the
+    final state."""
     console = console or Console()
     state = TopState(sort=sort)
     holder = snapmod.SnapshotHolder()
@@ -622,7 +623,8 @@ def run_top(provider: Callable[[], Any], interval: float = 1.0, *, console: Opti
             live.start()
         cur: Optional[Snapshot] = None
         next_fetch = 0.0
-        while not state.quit and (max_frames is None or state.frames < max_frames):
+        while (not state.quit and (max_frames is None or state.frames < max_frames)
+               and (deadline is None or time.monotonic() < deadline)):
             now = time.monotonic()
             if now >= next_fetch:
                 got = provider()
@@ -637,7 +639,10 @@ def run_top(provider: Callable[[], Any], interval: float = 1.0, *, console: Opti
                 live.update(frame, refresh=True)
             else:
                 console.print(frame)
-            k = read_key(max(0.0, next_fetch - time.monotonic()))
+            wait = next_fetch - time.monotonic()
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+            k = read_key(max(0.0, wait))
             if k is not None:
                 state.key(k, venue_names(cur, state.filter))
     finally:
