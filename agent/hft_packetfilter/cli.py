@@ -401,6 +401,9 @@ def _apply_live(rules_file: str, rs, change: dict) -> list:
             except ConnectionError as e:
                 print(f"hftpf-agent: {key}: the running agent (pid {pid}) did not apply the change ({e}); "
                       f"writing the pinned maps directly", file=sys.stderr, flush=True)
+        else:
+            print(f"hftpf-agent: {key}: no agent is running for this probe; writing its pinned maps directly",
+                  file=sys.stderr, flush=True)
         with ProbeMaps.from_pins(os.path.join(PIN_ROOT, key)) as maps:
             maps.apply(conf.exchanges, rs, maps.meta().max_rules)
         done.append({"interface": key, "via": "pinned maps",
