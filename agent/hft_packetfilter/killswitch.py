@@ -153,13 +153,19 @@ def act(action: str, venue: str, reason: str, by: str, iface: Optional[str] = No
 def _record_direct(key: str, what) -> str:
     """Record a change made without an agent in the trail of the probe's config; say what happened."""
     from . import config as cfg
-    from .auditlive import record_direct
     from .kernel import runstate
-    from .sinks.audit import AuditError
 
     st = runstate.read(key) or {}
     try:
         conf = cfg.loads(st.get("config_text") or "", st.get("config_source") or "<attach config>")
+    except ValueError as e:
+        return f"NOT recorded: the probe's config does not load: {e}"
+    if not conf.compliance.audit_trail:
+        return "the probe's config keeps no audit trail"
+    from .auditlive import record_direct     # the trail's modules only when there is a trail
+    from .sinks.audit import AuditError
+
+    try:
         d = record_direct(conf, what)
     except (AuditError, OSError, ValueError) as e:
         return f"NOT recorded: {e}"

@@ -74,7 +74,9 @@ def test_engage_stops_the_venue_release_restores(needs_kernel):
             ks = st["kill_switch"]["VENUE-A"]
             assert ks["engaged"] and ks["reason"] == "test: runaway"
             assert ks["dropped_packets"] == 500
-            assert ks["engage_to_first_drop_us"] is not None and ks["engage_to_first_drop_us"] < 1000 * 50
+            # here the first packet after the engage is sent only once the CLI has exited, so this gap is
+            # the CLI's exit time, not the kernel's (engage-to-effect with traffic flowing: the test below)
+            assert ks["engage_to_first_drop_us"] is not None and ks["engage_to_first_drop_us"] < 1000 * 1000
             assert not st["kill_switch"]["VENUE-B"]["engaged"]
             assert st["drops"]["kill_switch"]["dropped_packets"] == 500
             r = subprocess.run([*AGENT, "kill-switch", "release", "VENUE-A", "--reason", "test: fixed", "--json"],
