@@ -151,10 +151,12 @@ def test_rtt_brackets_the_injected_delay(lab):
         for port, delay_us, venue in ((9001, 200, "GW-200US"), (9002, 2000, "GW-2MS")):
             got = sorted(samples[port])
             assert len(got) == n, (port, len(got))
-            # The server's kernel ACKs the first data segment of a new connection at once (quickack
-            # mode after the handshake): that one sample is the bare path RTT. Every other ACK rides
-            # on the delayed reply, so its RTT can never be below the delay: an exact lower bound.
-            assert got[0] < delay_us * 1000 <= got[1], f"{venue}: {got[:3]}"
+            # The server's kernel usually ACKs the first data segment of a new connection at once
+            # (quickack mode after the handshake): that one sample may be the bare path RTT (on a busy
+            # VM the reply can beat the ACK). Every other ACK rides on the delayed reply, so its RTT
+            # can never be below the delay: an exact lower bound for all but that one.
+            assert sum(1 for x in got if x < delay_us * 1000) <= 1, f"{venue}: {got[:3]}"
+            assert got[1] >= delay_us * 1000, f"{venue}: {got[:3]}"
             median = got[len(got) // 2]
             # upper bound: the delay plus the idle path's noise, with headroom for a busy 2-core VM
             assert median <= delay_us * 1000 + noise_ns + 3_000_000, (venue, median, noise_ns)
