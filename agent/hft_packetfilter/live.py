@@ -45,6 +45,7 @@ class LiveAgent:
         self._venue_names = {vid: vi.name.decode(errors="replace")
                              for vid, vi in maps.venue_infos(maps.meta().nvenues).items()}
         self.on_snapshot = None  # called with the kernel status document every interval (exporter)
+        self.snapshot_errors = 0
         if risk_rules is not None:
             self._start_risk(config, risk_rules, alert_stream)
         if audit_dir:
@@ -227,8 +228,9 @@ class LiveAgent:
                 doc = probe_document(self.key)
                 doc["agent"] = self.agent_snapshot()
                 self.on_snapshot(doc)
-            except Exception:  # noqa: BLE001 - an exporter problem never stops the agent
-                pass
+            except Exception as e:  # noqa: BLE001 - an exporter problem never stops the agent
+                self.snapshot_errors += 1
+                log.warning("snapshot for the exporter failed (%d so far): %s", self.snapshot_errors, e)
 
     def close(self) -> None:
         if self.control is not None:
