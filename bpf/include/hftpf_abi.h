@@ -17,7 +17,7 @@
 #ifndef HFTPF_ABI_H
 #define HFTPF_ABI_H
 
-#define HFTPF_ABI_VERSION 2
+#define HFTPF_ABI_VERSION 3
 
 /* Venue ids are 1..HFTPF_MAX_VENUES; 0 means "no venue" and indexes the unclassified counters.
  * Venue sets are u64 bit masks with bit (id - 1) set, hence at most 63 venues (bit 63 is kept free
@@ -265,6 +265,9 @@ struct hftpf_stream_key {
 	__u8  unit;            /* PITCH unit, else 0 */
 };                             /* 20 bytes */
 
+/* Shared by all CPUs. Counters every packet touches (packets, messages, burst, peak, lat) change by
+ * atomic operations; `expected` by compare-and-swap (an in-order packet moves it without the lock);
+ * everything else only under the lock. */
 struct hftpf_stream_state {
 	struct bpf_spin_lock lock;
 	__u32 flags;           /* HFTPF_STREAM_* */
@@ -281,9 +284,9 @@ struct hftpf_stream_state {
 	__u64 heartbeats;
 	__u64 first_ts_ns;     /* probe clock */
 	__u64 last_ts_ns;
-	__u64 cur_ms;          /* microburst: packets in the current 2^20 ns (~1.05 ms) window and the peak */
-	__u64 cur_ms_packets;
-	__u64 peak_ms_packets;
+	__u64 burst;           /* microburst: (now >> 20) << 24 | packets in that 2^20 ns (~1.05 ms) window */
+	__u64 reserved0;
+	__u64 peak_ms_packets; /* most packets seen in one window */
 	__u64 session_lo;      /* MoldUDP64 session of the current sequence space: bytes 0-7 ... */
 	__u16 session_hi;      /* ... and 8-9, as they appear on the wire */
 	__u8  seq_proto;
@@ -319,7 +322,7 @@ struct hftpf_probe_stats {
 	__u64 stream_table_full; /* feed packets not tracked: hftpf_streams full */
 	__u64 rtt_retransmits; /* segments sent twice (Karn: not sampled) */
 	__u64 last_rtt_event_ns; /* rate limit for RTT events (per CPU) */
-	__u64 reserved;
+	__u64 seq_contended;   /* feed packets not sequence-judged: other CPUs kept moving the stream on */
 };
 
 struct hftpf_venue_info {
