@@ -196,7 +196,7 @@ class AllowList(ctypes.Structure):
 
 
 class RuleCounter(ctypes.Structure):
-    _fields_ = [("packets", u64), ("bytes", u64), ("last_hit_ns", u64)]
+    _fields_ = [("packets", u64), ("bytes", u64), ("last_hit_ns", u64), ("last_hit_jiffies", u64)]
 
 
 class DropCounter(ctypes.Structure):

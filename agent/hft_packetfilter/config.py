@@ -150,7 +150,7 @@ class Probe:
     ringbuf_kb: int = 4096
     payload_snaplen: int = 256
     rtt_samples: bool = True
-    max_rules: int = 16384          # allow-list rule ids (per-CPU hit counters: 24 B x CPUs each)
+    max_rules: int = 16384          # allow-list rule ids (per-CPU hit counters: 32 B x CPUs each)
     max_allow_prefixes: int = 16384  # distinct allow-list source prefixes
 
     def cflags(self, page_size: Optional[int] = None) -> List[str]:

@@ -233,6 +233,7 @@ struct hftpf_rule_counter {
 	__u64 packets;
 	__u64 bytes;
 	__u64 last_hit_ns;     /* CLOCK_MONOTONIC (coarse: tick resolution) of the last hit on this CPU; 0 = never */
+	__u64 last_hit_jiffies; /* jiffies when last_hit_ns was read (it is read once per tick) */
 };
 
 struct hftpf_drop_counter {

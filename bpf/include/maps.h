@@ -13,7 +13,7 @@
 #ifndef HFTPF_MAX_HOST_PREFIXES
 #define HFTPF_MAX_HOST_PREFIXES 4096
 #endif
-/* Allow-list source prefixes and rule ids. Per-CPU rule counters cost 24 B x CPUs x HFTPF_MAX_RULES. */
+/* Allow-list source prefixes and rule ids. Per-CPU rule counters cost 32 B x CPUs x HFTPF_MAX_RULES. */
 #ifndef HFTPF_MAX_ALLOW_PREFIXES
 #define HFTPF_MAX_ALLOW_PREFIXES 16384
 #endif
