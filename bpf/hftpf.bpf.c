@@ -214,7 +214,7 @@ static __always_inline __s64 seq_delta(__u64 seq, __u64 expected, __u8 wide)
 }
 
 static __always_inline void track_feed(struct pkt_info *pi, struct cursor *c, __u32 venue, __u8 proto,
-				       __u64 now, __s64 tai_minus_utc, struct hftpf_probe_stats *ps)
+				       __u64 now, __s64 tai_minus_utc, __s64 midnight_ns, struct hftpf_probe_stats *ps)
 {
 	struct feed_hdr f = {};
 	if (peek_feed(c, proto, &f) < 0)
@@ -240,10 +240,17 @@ static __always_inline void track_feed(struct pkt_info *pi, struct cursor *c, __
 		}
 	}
 	/* Exchange-time latency into the stream's histogram. */
+	/* The exchange's send time in the probe clock: UTC + (TAI - UTC) under TAI; a time of day (ITCH)
+	 * from the venue's local midnight, which the agent writes in the probe clock (either clock). */
+	__u64 exch = 0;
+	if (f.tod)
+		exch = midnight_ns ? midnight_ns + f.exch_ts_ns : 0;
+	else if (f.exch_ts_ns && HFTPF_USE_TAI)
+		exch = f.exch_ts_ns + tai_minus_utc;
 	__u64 lat = 0;
 	__u32 lat_state = 0; /* 0 none, 1 a sample, 2 negative (exchange clock ahead of ours) */
-	if (f.exch_ts_ns && HFTPF_USE_TAI) {
-		lat = now - (f.exch_ts_ns + tai_minus_utc);
+	if (exch) {
+		lat = now - exch;
 		lat_state = (__s64)lat < 0 ? 2 : 1;
 	}
 	__u32 lat_b = lat_state == 1 ? hist_bucket(lat) : 0;
@@ -690,7 +697,7 @@ int hftpf_xdp_observe(struct xdp_md *ctx)
 			struct cursor c = { .pos = data + off, .end = data_end, .start = data,
 					    .frame_len = data_end - data };
 			if (c.pos <= c.end)
-				track_feed(&pi, &c, venue, vi->seq_proto, now, sc->tai_minus_utc, ps);
+				track_feed(&pi, &c, venue, vi->seq_proto, now, sc->tai_minus_utc, vi->midnight_ns, ps);
 		}
 		if (vi->flags & HFTPF_VENUE_PAYLOADS)
 			payload_event(ctx, 1, &pi, venue, HFTPF_DIR_INGRESS, now, ps);

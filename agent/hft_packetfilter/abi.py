@@ -12,7 +12,7 @@ import ipaddress
 import struct
 from typing import Union
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 MAX_VENUES = 63
 V4_MAPPED_PREFIX = 96
 PORT_INDEX_SIZE = 2 * 65536
@@ -254,7 +254,7 @@ class AgentStats(ctypes.Structure):
 
 class VenueInfo(ctypes.Structure):
     _fields_ = [("name", ctypes.c_char * VENUE_NAME_LEN), ("transport", u8), ("stream_kind", u8),
-                ("seq_proto", u8), ("flags", u8), ("latency_target_us", u32)]
+                ("seq_proto", u8), ("flags", u8), ("latency_target_us", u32), ("midnight_ns", ctypes.c_int64)]
 
 
 class Counter(ctypes.Structure):

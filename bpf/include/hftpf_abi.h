@@ -17,7 +17,7 @@
 #ifndef HFTPF_ABI_H
 #define HFTPF_ABI_H
 
-#define HFTPF_ABI_VERSION 3
+#define HFTPF_ABI_VERSION 4
 
 /* Venue ids are 1..HFTPF_MAX_VENUES; 0 means "no venue" and indexes the unclassified counters.
  * Venue sets are u64 bit masks with bit (id - 1) set, hence at most 63 venues (bit 63 is kept free
@@ -293,7 +293,8 @@ struct hftpf_stream_state {
 	__u8  seq_proto;
 	__u8  pad0[5];
 	__u64 lat_negative;    /* exchange timestamp later than ours (clock skew) */
-	struct hftpf_hist lat; /* kernel ts - exchange send time, ns (TAI clock only) */
+	struct hftpf_hist lat; /* kernel ts - exchange send time, ns: MDP3 SendingTime and NYSE XDP send time
+				* (TAI clock only), ITCH first-message timestamp (from hftpf_venue_info.midnight_ns) */
 };
 
 #define HFTPF_STREAM_STARTED 0x1
@@ -333,7 +334,10 @@ struct hftpf_venue_info {
 	__u8  seq_proto;       /* enum hftpf_seq_proto */
 	__u8  flags;           /* HFTPF_VENUE_* */
 	__u32 latency_target_us; /* microseconds, 0 = none */
-};                             /* 40 bytes */
+	__s64 midnight_ns;     /* the last midnight of the venue's time zone in the probe clock (hftpf_meta.clock),
+				* kept current by the agent; ITCH timestamps count from it. 0 = unknown: no
+				* time-of-day feed latency */
+};                             /* 48 bytes */
 
 /* Packet/byte counter pair. Per-CPU: user space sums over possible CPUs. */
 struct hftpf_counter {
