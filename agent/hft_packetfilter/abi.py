@@ -12,7 +12,7 @@ import ipaddress
 import struct
 from typing import Union
 
-ABI_VERSION = 2
+ABI_VERSION = 4
 MAX_VENUES = 63
 V4_MAPPED_PREFIX = 96
 PORT_INDEX_SIZE = 2 * 65536
@@ -196,7 +196,7 @@ class AllowList(ctypes.Structure):
 
 
 class RuleCounter(ctypes.Structure):
-    _fields_ = [("packets", u64), ("bytes", u64), ("last_hit_ns", u64)]
+    _fields_ = [("packets", u64), ("bytes", u64), ("last_hit_ns", u64), ("last_hit_jiffies", u64)]
 
 
 class DropCounter(ctypes.Structure):
@@ -220,7 +220,7 @@ class StreamState(ctypes.Structure):
     _fields_ = [("lock", u32), ("flags", u32), ("expected", u64), ("hole_lo", u64), ("hole_hi", u64),
                 ("packets", u64), ("messages", u64), ("gaps", u64), ("missing", u64), ("duplicates", u64),
                 ("out_of_order", u64), ("resets", u64), ("heartbeats", u64), ("first_ts_ns", u64),
-                ("last_ts_ns", u64), ("cur_ms", u64), ("cur_ms_packets", u64), ("peak_ms_packets", u64),
+                ("last_ts_ns", u64), ("burst", u64), ("reserved0", u64), ("peak_ms_packets", u64),
                 ("session_lo", u64), ("session_hi", u16), ("seq_proto", u8), ("pad0", u8 * 5),
                 ("lat_negative", u64), ("lat", Hist)]
 
@@ -236,7 +236,7 @@ class RttVal(ctypes.Structure):
 class ProbeStats(ctypes.Structure):
     _fields_ = [("ringbuf_events", u64), ("ringbuf_lost", u64), ("rtt_samples", u64), ("rtt_table_full", u64),
                 ("stream_table_full", u64), ("rtt_retransmits", u64), ("last_rtt_event_ns", u64),
-                ("reserved", u64)]
+                ("seq_contended", u64)]
 
 
 class Kill(ctypes.Structure):
@@ -254,7 +254,7 @@ class AgentStats(ctypes.Structure):
 
 class VenueInfo(ctypes.Structure):
     _fields_ = [("name", ctypes.c_char * VENUE_NAME_LEN), ("transport", u8), ("stream_kind", u8),
-                ("seq_proto", u8), ("flags", u8), ("latency_target_us", u32)]
+                ("seq_proto", u8), ("flags", u8), ("latency_target_us", u32), ("midnight_ns", ctypes.c_int64)]
 
 
 class Counter(ctypes.Structure):

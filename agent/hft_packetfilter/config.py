@@ -127,6 +127,7 @@ class Exchange:
     symbols: Dict[str, str] = dataclasses.field(default_factory=dict, hash=False)
     payloads: bool = False       # market data: the kernel ships its datagrams to the agent (books live)
     line: int = 0
+    timezone: Optional[str] = None  # IANA zone whose midnight the feed's time-of-day stamps count from
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +151,7 @@ class Probe:
     ringbuf_kb: int = 4096
     payload_snaplen: int = 256
     rtt_samples: bool = True
-    max_rules: int = 16384          # allow-list rule ids (per-CPU hit counters: 24 B x CPUs each)
+    max_rules: int = 16384          # allow-list rule ids (per-CPU hit counters: 32 B x CPUs each)
     max_allow_prefixes: int = 16384  # distinct allow-list source prefixes
 
     def cflags(self, page_size: Optional[int] = None) -> List[str]:
@@ -293,7 +294,11 @@ def loads(text: str, filename: str = "<string>") -> Config:
 
 _TOP_KEYS = ("hft_analyzer", "probe", "exchanges", "monitoring", "compliance")
 _EXCHANGE_KEYS = ("name", "host", "hosts", "ports", "protocol", "stream", "latency_target_us",
-                  "session", "symbols", "payloads")
+                  "session", "symbols", "payloads", "timezone")
+
+# Feeds whose timestamps are ns since the exchange's local midnight, and that zone by default (key
+# `timezone` overrides): Nasdaq TotalView-ITCH 5.0 counts from midnight US Eastern.
+DEFAULT_TIMEZONES = {"ITCH/MoldUDP64": "America/New_York"}
 
 # (key, node) pairs of one mapping, in document order, merge keys resolved
 _Entries = Dict[str, Tuple[Node, Node]]
@@ -642,11 +647,27 @@ class _Walker:
         if "symbols" in e:
             symbols = self.symbols(e["symbols"][1], path + ".symbols")
         payloads = self.boolean(e["payloads"][1], path + ".payloads") if "payloads" in e else False
+        canonical = _canonical_protocol(proto.strip())
+        timezone = DEFAULT_TIMEZONES.get(canonical)
+        if "timezone" in e:
+            timezone = self.timezone(e["timezone"][1], path + ".timezone")
 
-        ex = Exchange(name=name, hosts=tuple(hosts), ports=ports, protocol=_canonical_protocol(proto.strip()),
+        ex = Exchange(name=name, hosts=tuple(hosts), ports=ports, protocol=canonical,
                       transport=transport, stream_kind=stream_kind, latency_target_us=latency,
-                      session=session, symbols=symbols, payloads=payloads, line=_line(node) or 0)
+                      session=session, symbols=symbols, payloads=payloads, line=_line(node) or 0,
+                      timezone=timezone)
         return ex, name_node
+
+    def timezone(self, node: Node, path: str) -> str:
+        import zoneinfo
+
+        expected = "expected an IANA time zone name such as America/New_York or Europe/London"
+        name = self.string(node, path, expected).strip()
+        try:
+            zoneinfo.ZoneInfo(name)
+        except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+            raise self.fail(node, path, f"{name!r} is not a known time zone; {expected}") from None
+        return name
 
     def network(self, node: Node, path: str) -> IPNetwork:
         """One address (a /32 or /128) or a CIDR network without host bits."""

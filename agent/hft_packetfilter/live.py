@@ -13,6 +13,7 @@ from typing import Optional
 
 from . import abi
 from .control import ControlServer, socket_path
+from .kernel.probemaps import venue_timezones
 from .kernel.runtime import ProbeRuntime
 from .kernel.status import interface_status
 from .pipeline import Pipeline
@@ -36,7 +37,7 @@ class LiveAgent:
         self.lock = threading.Lock()
         self.risk = None
         self.alerts = None
-        self.runtime = ProbeRuntime(pdir, on_event=self._on_event)
+        self.runtime = ProbeRuntime(pdir, on_event=self._on_event, timezones=venue_timezones(config.exchanges))
         clock = self.runtime.maps.meta().clock
         self.payloads = LivePayloads(config.probe.payload_snaplen, clock)
         self.pipeline = Pipeline(config, clock=CLOCK_TAI if clock == abi.Clock.TAI else CLOCK_MONO)

@@ -17,7 +17,7 @@
 #ifndef HFTPF_ABI_H
 #define HFTPF_ABI_H
 
-#define HFTPF_ABI_VERSION 2
+#define HFTPF_ABI_VERSION 4
 
 /* Venue ids are 1..HFTPF_MAX_VENUES; 0 means "no venue" and indexes the unclassified counters.
  * Venue sets are u64 bit masks with bit (id - 1) set, hence at most 63 venues (bit 63 is kept free
@@ -233,6 +233,7 @@ struct hftpf_rule_counter {
 	__u64 packets;
 	__u64 bytes;
 	__u64 last_hit_ns;     /* CLOCK_MONOTONIC (coarse: tick resolution) of the last hit on this CPU; 0 = never */
+	__u64 last_hit_jiffies; /* jiffies when last_hit_ns was read (it is read once per tick) */
 };
 
 struct hftpf_drop_counter {
@@ -265,6 +266,9 @@ struct hftpf_stream_key {
 	__u8  unit;            /* PITCH unit, else 0 */
 };                             /* 20 bytes */
 
+/* Shared by all CPUs. Counters every packet touches (packets, messages, burst, peak, lat) change by
+ * atomic operations; `expected` by compare-and-swap (an in-order packet moves it without the lock);
+ * everything else only under the lock. */
 struct hftpf_stream_state {
 	struct bpf_spin_lock lock;
 	__u32 flags;           /* HFTPF_STREAM_* */
@@ -281,15 +285,16 @@ struct hftpf_stream_state {
 	__u64 heartbeats;
 	__u64 first_ts_ns;     /* probe clock */
 	__u64 last_ts_ns;
-	__u64 cur_ms;          /* microburst: packets in the current 2^20 ns (~1.05 ms) window and the peak */
-	__u64 cur_ms_packets;
-	__u64 peak_ms_packets;
+	__u64 burst;           /* microburst: (now >> 20) << 24 | packets in that 2^20 ns (~1.05 ms) window */
+	__u64 reserved0;
+	__u64 peak_ms_packets; /* most packets seen in one window */
 	__u64 session_lo;      /* MoldUDP64 session of the current sequence space: bytes 0-7 ... */
 	__u16 session_hi;      /* ... and 8-9, as they appear on the wire */
 	__u8  seq_proto;
 	__u8  pad0[5];
 	__u64 lat_negative;    /* exchange timestamp later than ours (clock skew) */
-	struct hftpf_hist lat; /* kernel ts - exchange send time, ns (TAI clock only) */
+	struct hftpf_hist lat; /* kernel ts - exchange send time, ns: MDP3 SendingTime and NYSE XDP send time
+				* (TAI clock only), ITCH first-message timestamp (from hftpf_venue_info.midnight_ns) */
 };
 
 #define HFTPF_STREAM_STARTED 0x1
@@ -319,7 +324,7 @@ struct hftpf_probe_stats {
 	__u64 stream_table_full; /* feed packets not tracked: hftpf_streams full */
 	__u64 rtt_retransmits; /* segments sent twice (Karn: not sampled) */
 	__u64 last_rtt_event_ns; /* rate limit for RTT events (per CPU) */
-	__u64 reserved;
+	__u64 seq_contended;   /* feed packets not sequence-judged: other CPUs kept moving the stream on */
 };
 
 struct hftpf_venue_info {
@@ -329,7 +334,10 @@ struct hftpf_venue_info {
 	__u8  seq_proto;       /* enum hftpf_seq_proto */
 	__u8  flags;           /* HFTPF_VENUE_* */
 	__u32 latency_target_us; /* microseconds, 0 = none */
-};                             /* 40 bytes */
+	__s64 midnight_ns;     /* the last midnight of the venue's time zone in the probe clock (hftpf_meta.clock),
+				* kept current by the agent; ITCH timestamps count from it. 0 = unknown: no
+				* time-of-day feed latency */
+};                             /* 48 bytes */
 
 /* Packet/byte counter pair. Per-CPU: user space sums over possible CPUs. */
 struct hftpf_counter {

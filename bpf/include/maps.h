@@ -13,7 +13,7 @@
 #ifndef HFTPF_MAX_HOST_PREFIXES
 #define HFTPF_MAX_HOST_PREFIXES 4096
 #endif
-/* Allow-list source prefixes and rule ids. Per-CPU rule counters cost 24 B x CPUs x HFTPF_MAX_RULES. */
+/* Allow-list source prefixes and rule ids. Per-CPU rule counters cost 32 B x CPUs x HFTPF_MAX_RULES. */
 #ifndef HFTPF_MAX_ALLOW_PREFIXES
 #define HFTPF_MAX_ALLOW_PREFIXES 16384
 #endif
@@ -52,8 +52,8 @@ BPF_LPM_TRIE(hftpf_allow_src, struct hftpf_lpm_key, struct hftpf_allow_list, HFT
 BPF_HASH(hftpf_allow_host, struct hftpf_addr, struct hftpf_allow_list, HFTPF_MAX_ALLOW_PREFIXES);
 BPF_PERCPU_ARRAY(hftpf_rule_stats, struct hftpf_rule_counter, HFTPF_MAX_RULES);
 BPF_PERCPU_ARRAY(hftpf_drop_stats, struct hftpf_drop_counter, HFTPF_REASON_MAX);
-/* Shared (not per-CPU) with a spin lock: one feed's packets can arrive on every CPU (RSS), and the
- * sequence check must see them in one order. */
+/* Shared (not per-CPU), atomics and a spin lock: one feed's packets can arrive on every CPU (RSS), and
+ * the sequence check must see them in one order. */
 BPF_HASH(hftpf_streams, struct hftpf_stream_key, struct hftpf_stream_state, HFTPF_MAX_STREAMS);
 /* Never written: the all-zero insert template for hftpf_streams. Raw bytes, because the verifier
  * forbids handing a helper a map value whose type holds a bpf_spin_lock. */

@@ -1,5 +1,7 @@
 """In-kernel feed sequence tracking under BPF_PROG_TEST_RUN (root): one scenario per feed header
 with exact counters and gap events (read back from the ring buffer)."""
+import os
+import struct
 import time
 
 import pytest
@@ -127,3 +129,103 @@ def test_nyse_xdp_heartbeat_and_reset(probe):
 def test_truncated_feed_header_counted_not_tracked(probe):
     send(probe, "233.252.0.1", 26400, b"SHORT")
     assert not any(k.dport == 26400 for k, _ in probe.maps.m[abi.MAP_STREAMS].items_batch(64))
+
+
+def itch_msg(ts_ns: int, length: int = 12) -> bytes:
+    """An ITCH 5.0 message of `length` bytes: type 'S' (system event), stock locate, tracking number,
+    the 6-byte big-endian timestamp (ns since midnight), then the rest ('O' start of messages)."""
+    return (b"S" + struct.pack("!HH", 0, 7) + ts_ns.to_bytes(6, "big") + b"O")[:length]
+
+
+def set_midnight(p, venue_id, ns):
+    vi = p.maps.m[abi.MAP_VENUE_INFO].lookup(venue_id)
+    vi.midnight_ns = ns
+    p.maps.m[abi.MAP_VENUE_INFO].update(venue_id, vi)
+
+
+def test_itch_first_message_feed_latency(probe):
+    """kernel ts - (venue midnight + the first ITCH message's timestamp), into the stream's histogram;
+    heartbeats, end of session, short or cut messages and an unknown midnight give no sample."""
+    from hft_packetfilter.analytics.percentiles import bucket_index
+
+    clock_id = time.CLOCK_TAI if probe.clock == abi.Clock.TAI else time.CLOCK_MONOTONIC
+    g, port, s = "233.252.0.1", 26400, b"SESSION001"
+    midnight = time.clock_gettime_ns(clock_id) - 3600 * 10**9  # an hour ago: exact control of the latency
+    set_midnight(probe, 1, midnight)
+    seq = 1
+
+    def send_lat(latency_ns):
+        """A packet whose first message was sent latency_ns before now; returns the latency's bucket,
+        checked to hold for any kernel stamp between the reads around the test run."""
+        nonlocal seq
+        t0 = time.clock_gettime_ns(clock_id)
+        send(probe, g, port, moldudp64(s, seq, 2, [itch_msg(t0 - midnight - latency_ns), itch_msg(0)]))
+        t1 = time.clock_gettime_ns(clock_id)
+        seq += 2
+        assert bucket_index(latency_ns) == bucket_index(latency_ns + t1 - t0), "test run too slow for the bucket"
+        return bucket_index(latency_ns)
+
+    b1 = send_lat(5_300_000)     # bucket [5.24, 6.29) ms
+    b2 = send_lat(85_000_000)    # bucket [83.9, 100.7) ms
+    send(probe, g, port, moldudp64(s, seq, 0))                          # heartbeat: no message
+    send(probe, g, port, moldudp64(s, seq, 1, [itch_msg(10**9, 10)]))   # 10 bytes: no timestamp
+    send(probe, g, port, moldudp64(s, seq + 1, 1, [itch_msg(10**9)])[:20 + 2 + 10])  # cut in the timestamp
+    now = time.clock_gettime_ns(clock_id)
+    send(probe, g, port, moldudp64(s, seq + 2, 1, [itch_msg(now - midnight + 10**9)]))  # 1 s ahead of us
+    set_midnight(probe, 1, 0)                                             # midnight unknown
+    send(probe, g, port, moldudp64(s, seq + 3, 1, [itch_msg(10**9)]))
+    send(probe, g, port, moldudp64(s, seq + 4, 0xFFFF))                  # end of session
+    st = stream(probe, 1, port)
+    assert (st.lat.count, st.lat_negative, st.packets) == (2, 1, 8)
+    assert {i: st.lat.bucket[i] for i in range(abi.HIST_BUCKETS) if st.lat.bucket[i]} == (
+        {b1: 1, b2: 1} if b1 != b2 else {b1: 2})
+    assert 90_300_000 <= st.lat.sum_ns < 90_300_000 + 10**9 // 100
+
+
+def test_itch_midnight_is_written_at_load(probe):
+    """The agent writes the venue's local midnight (config timezone, America/New_York by default for
+    ITCH) in the probe clock; venues without a time-of-day feed keep 0."""
+    from hft_packetfilter.kernel.probemaps import probe_midnight_ns
+
+    vi = probe.maps.m[abi.MAP_VENUE_INFO]
+    assert probe.config.exchanges[0].timezone == "America/New_York"
+    assert abs(vi.lookup(1).midnight_ns - probe_midnight_ns("America/New_York", probe.clock)) < 10**6
+    assert [vi.lookup(v).midnight_ns for v in (2, 3, 4)] == [0, 0, 0]
+    set_midnight(probe, 1, 12345)
+    assert probe.maps.refresh_midnights({1: "America/New_York"}, probe.clock) == 1
+    assert probe.maps.refresh_midnights({1: "America/New_York"}, probe.clock) == 0
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_one_stream_on_two_cpus_stays_consistent(probe):
+    """In-order packets move the stream by compare-and-swap without the lock, the rest under it: with
+    two CPUs taking one stream's packets in turns (races between them make gaps that the late packet
+    then fills), every packet is counted once, as messages or a duplicate, and `expected` ends right."""
+    import threading
+
+    from hft_packetfilter.kernel.bpfsys import prog_test_run
+
+    n = 20000
+    frames = [udp4(SRC, "233.252.0.1", 40000, 26400, moldudp64(b"SESSION001", i, 1)) for i in range(1, n + 1)]
+    nxt, lock = [0], threading.Lock()
+
+    def worker(cpu):
+        os.sched_setaffinity(0, {cpu})
+        while True:
+            with lock:
+                i = nxt[0]
+                nxt[0] += 1
+            if i >= n:
+                return
+            prog_test_run(probe.fn.fd, frames[i])
+
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    threads = [threading.Thread(target=worker, args=(c,)) for c in cpus]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    st = stream(probe, 1, 26400)
+    assert (st.packets, st.messages + st.duplicates, st.expected) == (n, n, n + 1)
+    # one packet in flight per CPU: each gap is one packet, which then arrives late
+    assert st.missing == st.gaps and st.out_of_order <= st.missing

@@ -165,6 +165,32 @@ exchanges:
         p.detach()
 
 
+def test_venue_on_either_side_lowest_id_wins(needs_kernel):
+    """The host lookups stop after the first side when it already holds the lowest venue the ports
+    allow; the lower venue on the side looked up second must still win."""
+    from hft_packetfilter.kernel.loader import Probe
+
+    cfg = config.loads("""
+exchanges:
+  - {name: ONE, host: 10.5.0.1, ports: [7000], protocol: ITCH/MoldUDP64}
+  - {name: TWO, host: 10.6.0.1, ports: [7000], protocol: ITCH/MoldUDP64}
+""")
+    p = Probe(cfg, "lo")
+    p.load()
+    try:
+        for src, dst, sport, dport, want in (("10.5.0.1", "10.6.0.1", 1234, 7000, 1),
+                                             ("10.6.0.1", "10.5.0.1", 1234, 7000, 1),
+                                             ("10.6.0.1", "10.5.0.1", 7000, 1234, 1),
+                                             ("10.6.0.1", "10.7.0.1", 7000, 1234, 2),
+                                             ("10.7.0.1", "10.6.0.1", 1234, 7000, 2)):
+            before = _snapshot(p)
+            p.test_run(udp4(src, dst, sport, dport))
+            d = _delta(before, _snapshot(p))
+            assert (abi.MAP_VENUE_STATS, want) in d, (src, dst, sport, dport, want, d)
+    finally:
+        p.detach()
+
+
 def test_bcc_view_matches_abi_mirror(probe):
     """BCC's Key/Leaf ctypes of the loaded maps agree with abi.py field by field."""
     for name, (ktype, vtype) in abi.MAP_TYPES.items():

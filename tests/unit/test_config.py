@@ -194,6 +194,8 @@ BAD = [
      ["expected one of: prometheus, none"]),
     ("bad-regulation", "compliance:\n  regulations: [MiFID_II, MIFID2]\n", 2, "compliance.regulations[1]",
      ["'MIFID2' is not a valid value", "did you mean 'MiFID_II'?"]),
+    ("bad-timezone", one_exchange(timezone="America/Nowhere"), 6, "exchanges[0].timezone",
+     ["'America/Nowhere' is not a known time zone"]),
     ("python-tag-refused", "probe: !!python/object/apply:os.system ['true']\n", 1, "probe",
      ["expected a mapping"]),
 ]
@@ -427,3 +429,30 @@ def test_probe_cflags():
 def test_load_accepts_str_path():
     path = str(REPO / "configs" / "example.yaml")
     assert config.load(path).source == path
+
+
+def test_timezone_default_for_itch_and_override():
+    itch = one_exchange(name="NASDAQ", host="233.54.12.111", ports="[26477]", protocol="ITCH/MoldUDP64")
+    assert config.loads(y(itch)).exchanges[0].timezone == "America/New_York"
+    assert config.loads(y(one_exchange())).exchanges[0].timezone is None  # FIX: no time-of-day stamps
+    eu = one_exchange(protocol="ITCH/MoldUDP64", timezone="Europe/Stockholm")
+    assert config.loads(y(eu)).exchanges[0].timezone == "Europe/Stockholm"
+
+
+@pytest.mark.parametrize("utc,tz,midnight_utc", [
+    ("2024-07-01T12:00:00", "America/New_York", "2024-07-01T04:00:00"),   # EDT, UTC-4
+    ("2024-01-15T03:59:59", "America/New_York", "2024-01-14T05:00:00"),   # EST, before local midnight
+    ("2024-01-15T05:00:00", "America/New_York", "2024-01-15T05:00:00"),   # exactly local midnight
+    ("2024-03-10T12:00:00", "America/New_York", "2024-03-10T05:00:00"),   # DST starts 02:00 that day
+    ("2024-11-03T23:00:00", "America/New_York", "2024-11-03T04:00:00"),   # DST ended 02:00 that day
+    ("2024-07-01T23:30:00", "Europe/Stockholm", "2024-07-01T22:00:00"),   # already the next local day
+])
+def test_local_midnight(utc, tz, midnight_utc):
+    import datetime
+
+    from hft_packetfilter.kernel.probemaps import local_midnight_utc_ns
+
+    def ns(t):
+        return int(datetime.datetime.fromisoformat(t).replace(tzinfo=datetime.timezone.utc).timestamp()) * 10**9
+
+    assert local_midnight_utc_ns(tz, ns(utc) + 123) == ns(midnight_utc)

@@ -272,7 +272,8 @@ class Probe:
         validate_maps(self.bpf)
         self.compile_s = time.monotonic() - t0
         self.maps = ProbeMaps.from_bpf(self.bpf)
-        self.maps.apply(self.config.exchanges, self.rules, self.config.probe.max_rules, fresh=True)
+        self.maps.apply(self.config.exchanges, self.rules, self.config.probe.max_rules, fresh=True,
+                        clock=self.clock)
         self.maps.set_mode(self.filter_mode)
         self.maps.refresh_clock_offset()
 

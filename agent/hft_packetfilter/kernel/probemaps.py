@@ -19,6 +19,42 @@ from .. import allowlist as al
 from . import bpfsys
 
 
+def venue_timezones(exchanges) -> Dict[int, str]:
+    """Venue id -> the time zone its feed's time-of-day stamps count from (config key `timezone`)."""
+    return {i: ex.timezone for i, ex in enumerate(exchanges, start=1) if ex.timezone}
+
+
+def local_midnight_utc_ns(tz: str, utc_ns: int) -> int:
+    """UTC ns since the epoch of the last 00:00 in zone tz at utc_ns (zoneinfo: DST included)."""
+    import datetime
+    import zoneinfo
+
+    zi = zoneinfo.ZoneInfo(tz)
+    day = datetime.datetime.fromtimestamp(utc_ns // 1_000_000_000, zi).date()
+    return int(datetime.datetime.combine(day, datetime.time(0), tzinfo=zi).timestamp()) * 1_000_000_000
+
+
+def probe_minus_utc_ns(clock: int) -> Tuple[int, int]:
+    """(probe clock - CLOCK_REALTIME, CLOCK_REALTIME now), ns. TAI - UTC is a whole number of
+    seconds (rounded, as refresh_clock_offset does); monotonic - realtime is taken between two
+    realtime reads to halve the read-to-read jitter."""
+    import time
+
+    if clock == abi.Clock.TAI:
+        utc = time.time_ns()
+        return round((time.clock_gettime_ns(time.CLOCK_TAI) - utc) / 1e9) * 1_000_000_000, utc
+    r1 = time.time_ns()
+    mono = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    r2 = time.time_ns()
+    return mono - (r1 + r2) // 2, r2
+
+
+def probe_midnight_ns(tz: str, clock: int) -> int:
+    """The last local midnight of zone tz in the probe clock, now."""
+    off, utc = probe_minus_utc_ns(clock)
+    return local_midnight_utc_ns(tz, utc) + off
+
+
 class ProbeMaps:
     def __init__(self, maps: Dict[str, bpfsys.Map]):
         self.m = maps
@@ -119,10 +155,29 @@ class ProbeMaps:
         return off
 
     # -- venues and the allow-list --------------------------------------------------------------------
-    def apply(self, exchanges, ruleset: Optional[al.RuleSet], max_rules: int, fresh: bool = False) -> Dict[str, int]:
+    def refresh_midnights(self, timezones: Dict[int, str], clock: int) -> int:
+        """Keep each time-of-day venue's midnight_ns (hftpf_venue_info) on the last local midnight of
+        its zone in the probe clock: it moves at midnight, at a DST change, when the clock offset
+        steps. Call once per interval. Rewrites only what changed (by more than 1 us: the two clock
+        reads behind a monotonic offset jitter); returns how many were rewritten."""
+        m = self.m[abi.MAP_VENUE_INFO]
+        n = 0
+        for vid, tz in timezones.items():
+            want = probe_midnight_ns(tz, clock)
+            vi = m.lookup(vid)
+            if vi is not None and abs(vi.midnight_ns - want) > 1000:
+                vi.midnight_ns = want
+                m.update(vid, vi)
+                n += 1
+        return n
+
+    def apply(self, exchanges, ruleset: Optional[al.RuleSet], max_rules: int, fresh: bool = False,
+              clock: Optional[int] = None) -> Dict[str, int]:
         """Write venue tables, protected ports and allow rules for this config and rule set, replacing
         whatever the maps held (fresh=True: the maps were just created empty, skip the scans for
-        stale entries). Returns counts of what was written/removed."""
+        stale entries). `clock`: the probe's (enum hftpf_clock), for venues' midnights; by default
+        the meta record's, and none before the meta is written. Returns counts of what was
+        written/removed."""
         from .loader import venue_tables  # venue classification tables (pure)
 
         ruleset = ruleset or al.RuleSet()
@@ -138,6 +193,12 @@ class ProbeMaps:
                  for n, m in hosts.items() if n.prefixlen == n.max_prefixlen]
         vtrie = [(bytes(abi.lpm_key(n)), bytes(abi.VenueSet(mask=m)))
                  for n, m in hosts.items() if n.prefixlen != n.max_prefixlen]
+        if clock is None:
+            meta = self.meta()
+            clock = meta.clock if meta is not None and meta.abi_version else None
+        if clock is not None:
+            for vid, tz in venue_timezones(exchanges).items():
+                infos[vid].midnight_ns = probe_midnight_ns(tz, clock)
         for vid in range(1, abi.MAX_VENUES + 1):
             self.m[abi.MAP_VENUE_INFO].update(vid, infos.get(vid, abi.VenueInfo()))
         # 2. allow entries before protection flags, so a newly protected port never sees an empty list.

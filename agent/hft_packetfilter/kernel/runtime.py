@@ -22,8 +22,9 @@ class ProbeRuntime:
     """Drains and maintains one pinned probe. `on_event(type, buf, offset, length)` sees every record."""
 
     def __init__(self, pdir: str, on_event: Optional[Callable[[int, bytes, int, int], None]] = None,
-                 keep_recent: int = 256):
+                 keep_recent: int = 256, timezones: Optional[Dict[int, str]] = None):
         self.pdir = pdir
+        self.timezones = timezones or {}  # venue id -> zone of its time-of-day stamps (probemaps.venue_timezones)
         self.maps = ProbeMaps.from_pins(pdir)
         self._events_fd = bpfsys.obj_get(os.path.join(pdir, abi.MAP_EVENTS))
         self.ring = RingReader(self._events_fd)
@@ -32,6 +33,7 @@ class ProbeRuntime:
         self.recent_gaps: Deque[abi.EvGap] = collections.deque(maxlen=keep_recent)
         meta = self.maps.meta()
         self.clock_id = time.CLOCK_TAI if meta.clock == abi.Clock.TAI else time.CLOCK_MONOTONIC
+        self.clock = meta.clock
         self.stats = self.maps.m[abi.MAP_AGENT_STATS].lookup(0) or abi.AgentStats()
 
     def close(self) -> None:
@@ -82,9 +84,11 @@ class ProbeRuntime:
         return evicted
 
     def maintain(self) -> None:
-        """Once per interval: sweep, refresh the clock offset, publish agent stats."""
+        """Once per interval: sweep, refresh the clock offset and the venues' midnights, publish agent
+        stats."""
         self.sweep_rtt()
         self.maps.refresh_clock_offset()
+        self.maps.refresh_midnights(self.timezones, self.clock)
         self.maps.m[abi.MAP_AGENT_STATS].update(0, self.stats)
 
     def run_for(self, seconds: float, interval: float = 1.0, on_interval: Optional[Callable[[], None]] = None,
