@@ -92,6 +92,7 @@ def interface_status(key: str, with_rules: bool = False) -> Dict[str, object]:
                       "truncated": pcls[abi.PktClass.TRUNCATED][0],
                       "ringbuf_events": ps[0], "ringbuf_lost": ps[1], "rtt_samples": ps[2],
                       "rtt_table_full": ps[3], "stream_table_full": ps[4], "rtt_retransmits": ps[5],
+                      "seq_contended": ps[6],
                       "map_evictions": ag.rtt_evictions, "events_drained": ag.events_drained,
                       "events_bad": ag.events_bad},
         }

@@ -26,7 +26,8 @@ per interface
     hftpf_packets_total{class}, hftpf_unclassified_rx_packets_total, _bytes_total,
     hftpf_probe_loss_total{reason}: every loss the probe or agent counts, one reason each:
         ringbuf_reserve (ring full, event lost), rtt_table_full, stream_table_full,
-        rtt_eviction (pending RTT entries evicted), decode_error (events the agent could not
+        rtt_eviction (pending RTT entries evicted), seq_contended (feed packets whose sequence
+        check lost every retry to other CPUs), decode_error (events the agent could not
         decode), truncated (packets too short to parse), plus any ``losses`` dict in the document
         (pipeline queue overflow ...);
     hftpf_probe_ringbuf_events_total, hftpf_probe_rtt_samples_total, hftpf_probe_rtt_retransmits_total,
@@ -89,6 +90,7 @@ LE_BOUNDS: Tuple[str, ...] = tuple(repr(bucket_bounds(i)[1] / 1e9) for i in rang
 _PERCENTILES = (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p99.9", "p99_9"), ("max", "max"))
 _LOSS_FROM_PROBE = (("ringbuf_reserve", "ringbuf_lost"), ("rtt_table_full", "rtt_table_full"),
                     ("stream_table_full", "stream_table_full"), ("rtt_eviction", "map_evictions"),
+                    ("seq_contended", "seq_contended"),
                     ("decode_error", "events_bad"), ("truncated", "truncated"))
 _FEED_COUNTERS = (("packets", "packets", "Feed packets with a sequence header"),
                   ("messages", "messages", "Feed messages delivered (new sequence numbers)"),
