@@ -1,0 +1,33 @@
+/* hftpf_native.h - what the parts of hft_packetfilter._native share.
+ *
+ * The compiled backend is optional: every entry point has a pure-Python reference in the package
+ * (protocols/itch50.py, analytics/books.py, protocols/fix.py) and the tests compare the two on the
+ * same input. Rules every part follows:
+ *   - bounds-check every read against the buffer length before touching a byte (bad input never
+ *     crashes; a fuzz test runs each entry point on random bytes);
+ *   - build exactly the Python objects the reference builds (same types, same values);
+ *   - only the CPython C API, no other dependency.
+ */
+#ifndef HFTPF_NATIVE_H
+#define HFTPF_NATIVE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+/* Big-endian loads from a byte pointer the caller has bounds-checked. */
+static inline uint32_t hf_be16(const unsigned char *p) { return ((uint32_t)p[0] << 8) | p[1]; }
+static inline uint32_t hf_be32(const unsigned char *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+static inline uint64_t hf_be64(const unsigned char *p) { return ((uint64_t)hf_be32(p) << 32) | hf_be32(p + 4); }
+
+/* A new instance of a tuple subclass `cls` holding the n items of `items` (references stolen, all
+ * non-NULL), exactly what tuple.__new__(cls, items) makes. */
+PyObject *hf_tuple_subclass_new(PyTypeObject *cls, PyObject **items, Py_ssize_t n);
+
+/* Each part adds its types and functions to the module; 0 on success, -1 with an exception set. */
+int hf_itch_init(PyObject *module);
+
+#endif

@@ -1,0 +1,62 @@
+/* hft_packetfilter._native - optional compiled hot loops (see hftpf_native.h for the rules).
+ *
+ * Callers never import this module directly: hft_packetfilter._accel loads it (or not: missing build,
+ * HFTPF_NO_NATIVE=1) and the decoders fall back to their pure-Python loops when it is absent. */
+#include "hftpf_native.h"
+
+/* tp_alloc(n) for the subclass (< 3.14) or a plain tuple (3.14+), with the n items moved in. */
+static PyObject *tuple_with_items(PyTypeObject *type, PyObject **items, Py_ssize_t n)
+{
+    Py_ssize_t i;
+    PyObject *t = type == &PyTuple_Type ? PyTuple_New(n) : type->tp_alloc(type, n);
+    if (t == NULL) {
+        for (i = 0; i < n; i++)
+            Py_DECREF(items[i]);
+        return NULL;
+    }
+    for (i = 0; i < n; i++)
+        PyTuple_SET_ITEM(t, i, items[i]);
+    return t;
+}
+
+PyObject *hf_tuple_subclass_new(PyTypeObject *cls, PyObject **items, Py_ssize_t n)
+{
+#if PY_VERSION_HEX < 0x030E0000
+    /* What CPython's tuple_subtype_new does (3.9-3.13): tp_alloc(type, n), then one item per slot.
+     * tp_alloc zero-fills, so a partly filled tuple is safe to traverse and to free. */
+    return tuple_with_items(cls, items, n);
+#else
+    /* Newer tuples carry private state (a cached hash) that only tuple.__new__ initialises for a
+     * subclass: go through it. Slower, always correct. */
+    PyObject *plain = tuple_with_items(&PyTuple_Type, items, n), *args, *t;
+    if (plain == NULL)
+        return NULL;
+    args = PyTuple_Pack(1, plain);
+    Py_DECREF(plain);
+    if (args == NULL)
+        return NULL;
+    t = PyTuple_Type.tp_new(cls, args, NULL);
+    Py_DECREF(args);
+    return t;
+#endif
+}
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT,
+    "hft_packetfilter._native",
+    "Compiled hot loops for hft_packetfilter (optional; the pure-Python code is the reference).",
+    -1,
+    NULL,
+};
+
+PyMODINIT_FUNC PyInit__native(void)
+{
+    PyObject *m = PyModule_Create(&native_module);
+    if (m == NULL)
+        return NULL;
+    if (hf_itch_init(m) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
