@@ -86,16 +86,26 @@ def _same_messages(got: list, want: list, dec_got: ITCH50Decoder, dec_want: ITCH
     assert [m.to_dict() for m in got] == [m.to_dict() for m in want]
 
 
+def _both(nat, ref, steps, check):
+    """Run each step on the native and on the Python object, check(native result, Python result)
+    after each; returns the last native result."""
+    assert nat._core is not None and ref._core is None
+    got = None
+    for step in steps:
+        got = step(nat)
+        check(got, step(ref))
+    return got
+
+
 def itch_both(buf, offset: int = 0, count: int = -1, resolve_symbols: bool = True, calls: int = 1):
     """Decode `buf` with both backends (`calls` times, to carry state) and check they agree."""
     nat, ref = ITCH50Decoder(resolve_symbols), ITCH50Decoder(resolve_symbols, native=False)
-    assert nat._core is not None and ref._core is None
-    for _ in range(calls):
-        got = nat.decode_buffer(buf, offset, count)
-        want = ref.decode_buffer(buf, offset, count)
+
+    def check(got, want):
         _same_messages(got, want, nat, ref)
         assert _state(nat) == _state(ref)
-    return got
+
+    return _both(nat, ref, [lambda d: d.decode_buffer(buf, offset, count)] * calls, check)
 
 
 @needs_native
@@ -201,3 +211,109 @@ def test_itch_fuzz_random_bytes(buf, offset, count):
 @given(buf=_framed(), count=st.integers(-1, 15), resolve=st.booleans())
 def test_itch_fuzz_framed(buf, count, resolve):
     itch_both(buf, 0, count, resolve_symbols=resolve, calls=2)
+
+
+# ---- ITCH order book -----------------------------------------------------------------------------
+
+from hft_packetfilter.analytics.books import ItchBook  # noqa: E402
+from hft_packetfilter.protocols.moldudp64 import MoldPacket  # noqa: E402
+
+
+def _book_state(b: ItchBook) -> tuple:
+    per_symbol = {s: (bk.bids, bk.asks, bk.top(), bk.depth(3), bk.volume, bk.status, bk.best_bid, bk.best_ask)
+                  for s, bk in b.by_symbol.items()}
+    orders = {ref: (o[0], o[1], o[2], o[3].symbol, o[4]) for ref, o in b.orders.items()}
+    assert all(o[3] is b.by_symbol[o[3].symbol] for o in b.orders.values())
+    return (b.messages, dict(b.counters), b.snapshot(), b.tops(), b.mpid_orders(), per_symbol, orders,
+            {loc: bk.symbol for loc, bk in b.books.items()}, b.order_count())
+
+
+def books_both(batches) -> ItchBook:
+    """Apply the message batches to a native and a Python book; equal state after every batch."""
+    nat, ref = ItchBook("V"), ItchBook("V", native=False)
+
+    def check(_got, _want):
+        assert _book_state(nat) == _book_state(ref)
+
+    _both(nat, ref, [lambda b, m=m: b.apply_many(list(m)) for m in batches], check)
+    return nat
+
+
+@needs_native
+def test_book_bench_stream_identical():
+    decode_itch = _bench_module("decode_itch")
+    datagrams, n = decode_itch.generate(8_000, seed=11)
+    dec = MoldUDP64Decoder()
+    batches = [dec.feed(d) for d in datagrams]
+    batches.insert(3, [MoldPacket("HB", "S", 1, 0)])
+    nat = books_both([sum(batches[i:i + 40], []) for i in range(0, len(batches), 40)])
+    assert nat.messages == n + 1 and nat.order_count() > 50
+
+
+@needs_native
+def test_book_python_decoded_messages_and_generic_level_api():
+    msgs = ITCH50Decoder(native=False).feed(frame([
+        encode_message("R", stock_locate=1, stock="AAPL"), encode_message("R", stock_locate=2, stock="AAPL"),
+        encode_message("H", stock_locate=1, stock="AAPL", trading_state="T"),
+        encode_message("A", stock_locate=2, order_reference_number=1, side="B", shares=0, stock="AAPL", price=5),
+        encode_message("F", stock_locate=1, order_reference_number=2, side="S", shares=9, stock="AAPL", price=7,
+                       attribution="GSCO"),
+        encode_message("U", stock_locate=1, original_order_reference_number=2, new_order_reference_number=1,
+                       shares=4, price=6)]))
+    nat = books_both([msgs])
+    bk = nat.book("AAPL")
+    bk.add(True, 9, 3)
+    bk.remove(True, 9, 1)
+    assert bk.bids == {9: 2} and bk.top() == (9, 2, 6, 4) and nat.counters == {"duplicate_order": 1}
+    bk.clear()
+    assert bk.top() == (None, None, None, None) and not bk.has_levels()
+
+
+_BOOK_TYPES = "AFECXDUHR"
+
+
+@st.composite
+def _book_messages(draw):
+    """Adversarial order flow: few refs (duplicates, unknown refs), zero and huge sizes, two locates
+    sharing a symbol, odd sides."""
+    specs = []
+    for _ in range(draw(st.integers(1, 60))):
+        t = draw(st.sampled_from(_BOOK_TYPES))
+        f = dict(stock_locate=draw(st.integers(1, 4)))
+        ref = draw(st.integers(0, 8))
+        qty = draw(st.sampled_from([0, 1, 50, 100, (1 << 32) - 1]))
+        px = draw(st.sampled_from([0, 99, 100, 101, (1 << 32) - 1]))
+        stock = draw(st.sampled_from(["AAPL", "MSFT", "AAPL  \x00"]))
+        if t in "AF":
+            f.update(order_reference_number=ref, side=draw(st.sampled_from("BSX")), shares=qty, stock=stock, price=px)
+            if t == "F":
+                f["attribution"] = draw(st.sampled_from(["GSCO", "MS"]))
+        elif t in "ECX":
+            f.update(order_reference_number=ref, **{"X": {"cancelled_shares": qty}}.get(t, {"executed_shares": qty}))
+        elif t == "D":
+            f.update(order_reference_number=ref)
+        elif t == "U":
+            f.update(original_order_reference_number=ref, new_order_reference_number=draw(st.integers(0, 8)),
+                     shares=qty, price=px)
+        else:
+            f.update(stock=stock)
+            if t == "H":
+                f["trading_state"] = draw(st.sampled_from("HT"))
+        specs.append(encode_message(t, **f))
+    return ITCH50Decoder().feed(frame(specs))
+
+
+@needs_native
+@FUZZ
+@given(batches=st.lists(_book_messages(), min_size=1, max_size=4))
+def test_book_fuzz_adversarial_flow(batches):
+    books_both(batches)
+
+
+@needs_native
+@FUZZ
+@given(bodies=st.lists(st.tuples(st.sampled_from("AFECXDU"), st.binary(min_size=48, max_size=48)), max_size=40))
+def test_book_fuzz_random_field_bytes(bodies):
+    """Random bytes in every field (u64 refs, u32 sizes and prices) through the native decoder."""
+    buf = frame([t.encode() + body[:MESSAGE_LENGTHS[t] - 1] for t, body in bodies])
+    books_both([ITCH50Decoder().feed(buf)])

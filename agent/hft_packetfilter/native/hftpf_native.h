@@ -27,7 +27,11 @@ static inline uint64_t hf_be64(const unsigned char *p) { return ((uint64_t)hf_be
  * non-NULL), exactly what tuple.__new__(cls, items) makes. */
 PyObject *hf_tuple_subclass_new(PyTypeObject *cls, PyObject **items, Py_ssize_t n);
 
+/* PyType_Ready(type) and add it to the module as `name`; 0 on success, -1 with an exception set. */
+int hf_add_type(PyObject *module, PyTypeObject *type, const char *name);
+
 /* Each part adds its types and functions to the module; 0 on success, -1 with an exception set. */
 int hf_itch_init(PyObject *module);
+int hf_book_init(PyObject *module);
 
 #endif

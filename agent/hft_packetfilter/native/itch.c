@@ -336,12 +336,5 @@ static PyTypeObject ItchCoreType = {
 
 int hf_itch_init(PyObject *module)
 {
-    if (PyType_Ready(&ItchCoreType) < 0)
-        return -1;
-    Py_INCREF(&ItchCoreType);
-    if (PyModule_AddObject(module, "ItchCore", (PyObject *)&ItchCoreType) < 0) {
-        Py_DECREF(&ItchCoreType);
-        return -1;
-    }
-    return 0;
+    return hf_add_type(module, &ItchCoreType, "ItchCore");
 }

@@ -41,6 +41,18 @@ PyObject *hf_tuple_subclass_new(PyTypeObject *cls, PyObject **items, Py_ssize_t 
 #endif
 }
 
+int hf_add_type(PyObject *module, PyTypeObject *type, const char *name)
+{
+    if (PyType_Ready(type) < 0)
+        return -1;
+    Py_INCREF(type);
+    if (PyModule_AddObject(module, name, (PyObject *)type) < 0) {
+        Py_DECREF(type);
+        return -1;
+    }
+    return 0;
+}
+
 static struct PyModuleDef native_module = {
     PyModuleDef_HEAD_INIT,
     "hft_packetfilter._native",
@@ -54,7 +66,7 @@ PyMODINIT_FUNC PyInit__native(void)
     PyObject *m = PyModule_Create(&native_module);
     if (m == NULL)
         return NULL;
-    if (hf_itch_init(m) < 0) {
+    if (hf_itch_init(m) < 0 || hf_book_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }
