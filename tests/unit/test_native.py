@@ -317,3 +317,121 @@ def test_book_fuzz_random_field_bytes(bodies):
     """Random bytes in every field (u64 refs, u32 sizes and prices) through the native decoder."""
     buf = frame([t.encode() + body[:MESSAGE_LENGTHS[t] - 1] for t, body in bodies])
     books_both([ITCH50Decoder().feed(buf)])
+
+
+# ---- FIX framing and fast-path fields -----------------------------------------------------------
+
+from hft_packetfilter.protocols import fix as fixmod  # noqa: E402
+from hft_packetfilter.protocols.fix import FixMessage, FixStreamDecoder  # noqa: E402
+
+FIX_MODES = ("strict", "report", "ignore")
+
+
+def _fix_state(dec: FixStreamDecoder) -> tuple:
+    s = dec.stats
+    return (s.messages, s.bytes, dict(s.rejects), dict(s.flagged), s.skipped_bytes, dec.pending, dec._need)
+
+
+def _fix_msg(m: FixMessage) -> tuple:
+    return (m.raw, m.begin_string, m.msg_type, m.ts_ns, m.checksum_ok, m.body_length_ok, m._idx, m._plain)
+
+
+def python_values(raw: bytes):
+    """FixMessage.values() through the Python code only."""
+    saved, fixmod._CORE = fixmod._CORE, None
+    try:
+        return FixMessage(raw, "FIX.4.4", "D").values()
+    finally:
+        fixmod._CORE = saved
+
+
+def fix_both(segments, mode: str = "strict", max_message: int = fixmod.DEFAULT_MAX_MESSAGE) -> list:
+    """Feed the segments to a native and a Python decoder; same messages and state after each."""
+    nat = FixStreamDecoder(mode, max_message)
+    ref = FixStreamDecoder(mode, max_message, native=False)
+    msgs: list = []
+
+    def check(got, want):
+        assert [_fix_msg(m) for m in got] == [_fix_msg(m) for m in want]
+        assert _fix_state(nat) == _fix_state(ref)
+        msgs.extend(got)
+
+    _both(nat, ref, [lambda d, s=s, t=t: d.feed(s, t) for t, s in enumerate(segments)], check)
+    for m in msgs[:200]:
+        assert m.values() == python_values(m.raw)
+    return msgs
+
+
+@needs_native
+def test_fix_bench_stream_identical_in_every_mode():
+    decode_fix = _bench_module("decode_fix")
+    stream, framed = decode_fix.build_stream(3_000, seed=5)
+    for mode in FIX_MODES:
+        assert len(fix_both(decode_fix.segments(stream), mode)) == len(framed)
+    # one byte at a time, and everything at once (bytearray path and bytes path)
+    assert len(fix_both([stream[i:i + 1] for i in range(20_000)])) > 50
+    fix_both([stream], max_message=300)
+
+
+@needs_native
+@pytest.mark.skipif(not (_pcap.CORPUS / "ndpi-fix-pcap").is_dir(), reason="FIX corpus not found")
+def test_fix_corpus_identical():
+    payloads = [p.payload for p in _pcap.read_packets(_pcap.CORPUS / "ndpi-fix-pcap" / "fix.pcap")
+                if p.proto == "tcp" and p.payload]
+    logs = sorted((_pcap.CORPUS / "fix-logs-quickfix-logviewer").glob("*.log")) + \
+        sorted((_pcap.CORPUS / "fix-logs-sackfix").glob("*.log"))
+    assert payloads and logs
+    for mode in FIX_MODES:
+        assert fix_both(payloads, mode)
+        for log in logs:
+            data = log.read_bytes().replace(b"|", b"\x01")
+            fix_both([data[i:i + 700] for i in range(0, len(data), 700)], mode)
+
+
+@st.composite
+def _fix_stream(draw):
+    """Valid messages, then damage: byte flips, cuts, splices of junk, wrong lengths; random segments."""
+    decode_fix = _bench_module("decode_fix")
+    stream, _ = decode_fix.build_stream(draw(st.integers(1, 6)), seed=draw(st.integers(0, 50)))
+    s = bytearray(stream)
+    for _ in range(draw(st.integers(0, 4))):
+        op = draw(st.sampled_from(["flip", "cut", "junk", "dup"]))
+        at = draw(st.integers(0, max(len(s) - 1, 0)))
+        if op == "flip" and s:
+            s[at] = draw(st.sampled_from([0x01, ord("="), ord("8"), ord("0"), ord("9"), 0xFF]))
+        elif op == "cut":
+            del s[at:at + draw(st.integers(1, 40))]
+        elif op == "junk":
+            s[at:at] = draw(st.binary(max_size=20))
+        else:
+            s[at:at] = s[max(0, at - 30):at]
+    data = bytes(s)
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=6)))
+    return [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)])]
+
+
+@needs_native
+@FUZZ
+@given(segments=_fix_stream(), mode=st.sampled_from(FIX_MODES), small=st.booleans())
+def test_fix_fuzz_damaged_streams(segments, mode, small):
+    fix_both(segments, mode, 200 if small else fixmod.DEFAULT_MAX_MESSAGE)
+
+
+@needs_native
+@FUZZ
+@given(segments=st.lists(st.binary(max_size=80), max_size=5), mode=st.sampled_from(FIX_MODES))
+def test_fix_fuzz_random_bytes(segments, mode):
+    fix_both([b"8=FIX.4.4\x019=" + segments[0] if segments else b""] + segments[1:], mode)
+
+
+_FIX_TAGS = st.sampled_from(["35", "11", "055", "", "95", "96", "9", "8", "10", "55", "=", "99999", "x"])
+
+
+@needs_native
+@FUZZ
+@given(fields=st.lists(st.tuples(_FIX_TAGS, st.sampled_from(["D", "", "=", "a=b", "\x01", "AAPL"])), max_size=12),
+       tail=st.binary(max_size=6))
+def test_fix_values_fuzz(fields, tail):
+    raw = b"".join(f"{t}={v}\x01".encode() for t, v in fields) + tail
+    assert fixmod._CORE.values(raw) in (None, python_values(raw))
+    assert FixMessage(raw, "FIX.4.4", "D").values() == python_values(raw)

@@ -733,19 +733,7 @@ static PyMethodDef bc_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyTypeObject BookCoreType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "hft_packetfilter._native.ItchBookCore",
-    .tp_basicsize = sizeof(BookCore),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "ITCH 5.0 order book core: ItchBookCore(counters, field_indices)",
-    .tp_traverse = (traverseproc)bc_traverse,
-    .tp_clear = (inquiry)bc_clear,
-    .tp_dealloc = (destructor)bc_dealloc,
-    .tp_init = (initproc)bc_init,
-    .tp_new = PyType_GenericNew,
-    .tp_methods = bc_methods,
-};
+HF_CORE_TYPE(BookCoreType, "ItchBookCore", BookCore, "ITCH 5.0 order book core: ItchBookCore(counters, field_indices)", bc);
 
 int hf_book_init(PyObject *module)
 {

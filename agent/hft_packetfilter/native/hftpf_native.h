@@ -23,9 +23,32 @@ static inline uint32_t hf_be32(const unsigned char *p)
 }
 static inline uint64_t hf_be64(const unsigned char *p) { return ((uint64_t)hf_be32(p) << 32) | hf_be32(p + 4); }
 
+static inline PyObject *hf_newref(PyObject *o)      /* Py_NewRef is 3.10+ */
+{
+    Py_INCREF(o);
+    return o;
+}
+
 /* A new instance of a tuple subclass `cls` holding the n items of `items` (references stolen, all
  * non-NULL), exactly what tuple.__new__(cls, items) makes. */
 PyObject *hf_tuple_subclass_new(PyTypeObject *cls, PyObject **items, Py_ssize_t n);
+
+/* The static type of a core object: GC-aware (it holds references), built by prefix_init from
+ * Python arguments, with prefix_traverse/_clear/_dealloc/_methods defined before this line. */
+#define HF_CORE_TYPE(var, name, cstruct, doc, prefix)                                             \
+    static PyTypeObject var = {                                                                   \
+        PyVarObject_HEAD_INIT(NULL, 0)                                                            \
+        .tp_name = "hft_packetfilter._native." name,                                              \
+        .tp_basicsize = sizeof(cstruct),                                                          \
+        .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,                                      \
+        .tp_doc = doc,                                                                            \
+        .tp_traverse = (traverseproc)prefix##_traverse,                                           \
+        .tp_clear = (inquiry)prefix##_clear,                                                      \
+        .tp_dealloc = (destructor)prefix##_dealloc,                                               \
+        .tp_init = (initproc)prefix##_init,                                                       \
+        .tp_new = PyType_GenericNew,                                                              \
+        .tp_methods = prefix##_methods,                                                           \
+    }
 
 /* PyType_Ready(type) and add it to the module as `name`; 0 on success, -1 with an exception set. */
 int hf_add_type(PyObject *module, PyTypeObject *type, const char *name);
@@ -33,5 +56,6 @@ int hf_add_type(PyObject *module, PyTypeObject *type, const char *name);
 /* Each part adds its types and functions to the module; 0 on success, -1 with an exception set. */
 int hf_itch_init(PyObject *module);
 int hf_book_init(PyObject *module);
+int hf_fix_init(PyObject *module);
 
 #endif

@@ -320,19 +320,7 @@ static PyMethodDef core_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyTypeObject ItchCoreType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "hft_packetfilter._native.ItchCore",
-    .tp_basicsize = sizeof(ItchCore),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "ITCH 5.0 batch decoder core: ItchCore({type: (cls, fmt, length)}, dir_type)",
-    .tp_traverse = (traverseproc)core_traverse,
-    .tp_clear = (inquiry)core_clear,
-    .tp_dealloc = (destructor)core_dealloc,
-    .tp_init = (initproc)core_init,
-    .tp_new = PyType_GenericNew,
-    .tp_methods = core_methods,
-};
+HF_CORE_TYPE(ItchCoreType, "ItchCore", ItchCore, "ITCH 5.0 batch decoder core: ItchCore({type: (cls, fmt, length)}, dir_type)", core);
 
 int hf_itch_init(PyObject *module)
 {
