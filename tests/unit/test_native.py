@@ -70,6 +70,17 @@ def test_backend_is_named_and_env_turns_native_off():
     assert out.split() == ["python", "disabled", "by", "HFTPF_NO_NATIVE", "None"]
 
 
+def test_check_names_the_backend(monkeypatch):
+    from hft_packetfilter.kernel.check import check_decoders
+
+    item = check_decoders()
+    assert item["check"] == "decoder backend" and item["detail"].startswith(_accel.backend())
+    monkeypatch.setattr(_accel, "NATIVE", None)
+    monkeypatch.setattr(_accel, "_WHY", "disabled by HFTPF_NO_NATIVE")
+    item = check_decoders()
+    assert (item["state"], item["fix"]) == ("warn", "unset HFTPF_NO_NATIVE")
+
+
 # ---- ITCH 5.0 ------------------------------------------------------------------------------------
 
 def _state(dec: ITCH50Decoder) -> tuple:
@@ -119,6 +130,7 @@ def test_itch_bench_stream_identical():
     for kind in (bytearray, memoryview):
         itch_both(kind(stream), calls=2)
     itch_both(stream, offset=2 + 39, count=100, resolve_symbols=False)
+    itch_both(stream, count=1 << 70)                        # past C's range: the Python loop runs it
 
 
 @needs_native

@@ -286,7 +286,7 @@ class ITCH50Decoder:
         try:
             out, off, n, truncated, empty, unknown, bad_len = core.decode(
                 buf, offset, count, self.symbols if self.resolve_symbols else None)
-        except (TypeError, BufferError):        # not a contiguous byte buffer
+        except (TypeError, BufferError, OverflowError):   # not a byte buffer, or a count past C's range
             return self._decode_buffer_py(buf, offset, count)
         stats = self.stats
         if empty or unknown or bad_len or truncated:
