@@ -382,7 +382,12 @@ class ItchBook(_OrderBookBase):
     def mpid_orders(self) -> Dict[str, int]:
         """Live orders per MPID (attributed 'F' orders only); computed on demand."""
         out: Dict[str, int] = {}
-        for o in self.orders.values():
+        if self._core is not None:
+            for raw, n in self._core.mpid_counts().items():
+                k = _alpha(raw)
+                out[k] = out.get(k, 0) + n
+            return out
+        for o in self._orders.values():
             if o[4] is not None:
                 k = _alpha(o[4])
                 out[k] = out.get(k, 0) + 1

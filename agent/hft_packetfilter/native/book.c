@@ -716,7 +716,27 @@ static PyObject *bc_orders(BookCore *self, PyObject *unused)
     return d;
 }
 
+/* {mpid: live orders} over the orders that carry one (no per-order objects built) */
+static PyObject *bc_mpid_counts(BookCore *self, PyObject *unused)
+{
+    PyObject *d = PyDict_New();
+    HMap *om = &self->orders;
+    for (size_t i = 0; d != NULL && i < om->cap; i++) {
+        PyObject *k = om->s[i].used ? om->s[i].mpid : NULL;
+        if (k == NULL)
+            continue;
+        PyObject *c = PyDict_GetItemWithError(d, k), *v = NULL;
+        if (c != NULL || !PyErr_Occurred())     /* the counts are our own small ints */
+            v = PyLong_FromLong(c ? PyLong_AsLong(c) + 1 : 1);
+        if (v == NULL || PyDict_SetItem(d, k, v) < 0)
+            Py_CLEAR(d);
+        Py_XDECREF(v);
+    }
+    return d;
+}
+
 static PyMethodDef bc_methods[] = {
+    {"mpid_counts", (PyCFunction)bc_mpid_counts, METH_NOARGS, "{mpid: live orders}"},
     {"apply_many", (PyCFunction)(void (*)(void))bc_apply_many, METH_FASTCALL,
      "apply_many(messages, book_for, on_other) -> number of messages"},
     {"new_book", (PyCFunction)bc_new_book, METH_NOARGS, "a new empty book; returns its index"},
