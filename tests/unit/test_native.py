@@ -447,3 +447,129 @@ def test_fix_values_fuzz(fields, tail):
     raw = b"".join(f"{t}={v}\x01".encode() for t, v in fields) + tail
     assert fixmod._CORE.values(raw) in (None, python_values(raw))
     assert FixMessage(raw, "FIX.4.4", "D").values() == python_values(raw)
+
+
+# ---- pcap records and frame parsing ----------------------------------------------------------------
+
+import struct  # noqa: E402
+
+from hft_packetfilter.sources import packet as packetmod  # noqa: E402
+from hft_packetfilter.sources.events import Event  # noqa: E402
+from hft_packetfilter.sources.pcap import PcapReader  # noqa: E402
+
+
+def _event(ev):
+    return None if ev is None else tuple(getattr(ev, s) for s in Event.__slots__)
+
+
+def parse_both(frame, linktype=1, ts=5, frame_len=0):
+    """packet.parse with and without the native fast path: same Event (every slot), same reasons."""
+    r_nat, r_ref = {}, {}
+    got = packetmod.parse(frame, linktype, ts, frame_len, r_nat, "pcap")
+    saved, packetmod._parse_eth = packetmod._parse_eth, None
+    try:
+        want = packetmod.parse(frame, linktype, ts, frame_len, r_ref, "pcap")
+    finally:
+        packetmod._parse_eth = saved
+    assert _event(got) == _event(want) and r_nat == r_ref
+    return got
+
+
+def records_both(path, chunk):
+    """PcapReader.records with and without the native splitter; same records and problems."""
+    def read():
+        r = PcapReader(path, chunk_size=chunk)
+        try:
+            return list(r.records()), r.problems, r.truncated
+        finally:
+            r.close()
+
+    got = read()
+    saved, _accel.NATIVE = _accel.NATIVE, None
+    try:
+        want = read()
+    finally:
+        _accel.NATIVE = saved
+    assert got == want
+    return got[0]
+
+
+def _corpus_pcaps():
+    return sorted(p for p in _pcap.CORPUS.rglob("*.pcap") if p.read_bytes()[:4] in
+                  (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"))
+
+
+@needs_native
+@pytest.mark.skipif(not _pcap.CORPUS.is_dir(), reason=f"corpus not found at {_pcap.CORPUS}")
+def test_frames_and_records_identical_on_the_corpus():
+    pcaps = _corpus_pcaps()
+    assert pcaps
+    fast = 0
+    for path in pcaps:
+        for chunk in (64, 4 << 20):
+            recs = records_both(path, chunk)
+        for ts, lt, frame, orig in recs:
+            fast += parse_both(frame, lt, ts, orig) is not None
+            for cut in (0, 13, 14, 17, 33, 34, 41, 42, 53, len(frame) - 1):
+                parse_both(frame[:cut], lt, ts)
+    assert fast > 1000
+
+
+@needs_native
+def test_records_identical_on_the_bench_capture_and_a_cut_one(tmp_path):
+    decode_itch = _bench_module("decode_itch")
+    datagrams, _n = decode_itch.generate(2_000, seed=4)
+    path = tmp_path / "b.pcap"
+    decode_itch.write_pcap(str(path), datagrams)
+    for chunk in (100, 1000, 4 << 20):
+        assert len(records_both(path, chunk)) == len(datagrams)
+    data = path.read_bytes()
+    (tmp_path / "cut.pcap").write_bytes(data[:len(data) // 2])
+    records_both(tmp_path / "cut.pcap", 333)
+
+
+@st.composite
+def _frame(draw):
+    """An Ethernet/IPv4 UDP or TCP frame, perhaps VLAN-tagged, then damaged."""
+    proto = draw(st.sampled_from(["udp", "tcp"]))
+    f = bytearray(_pcap.build_frame(proto, draw(st.binary(max_size=30)), 1000, 26477))
+    for _ in range(draw(st.integers(0, 3))):
+        f[12:12] = struct.pack(">HH", draw(st.sampled_from([0x8100, 0x88A8])), draw(st.integers(0, 0xFFFF)))
+    for _ in range(draw(st.integers(0, 4))):
+        at = draw(st.integers(0, len(f) - 1))
+        f[at] = draw(st.integers(0, 255))
+    if draw(st.booleans()):
+        f = f[:draw(st.integers(0, len(f)))]
+    return bytes(f)
+
+
+@needs_native
+@FUZZ
+@given(frame=_frame(), frame_len=st.sampled_from([0, 60, 1500]))
+def test_parse_fuzz_damaged_frames(frame, frame_len):
+    parse_both(frame, 1, 7, frame_len)
+
+
+@needs_native
+@FUZZ
+@given(frame=st.binary(max_size=100), linktype=st.sampled_from([1, 1, 113, 101]))
+def test_parse_fuzz_random_bytes(frame, linktype):
+    parse_both(frame, linktype)
+    parse_both(bytearray(frame), linktype)
+
+
+@needs_native
+@FUZZ
+@given(body=st.binary(max_size=200), hlen=st.sampled_from([16, 24]), pos=st.integers(0, 30),
+       little=st.booleans(), mult=st.sampled_from([1, 1000]))
+def test_split_pcap_fuzz_random_bytes(body, hlen, pos, little, mult):
+    recs, end = _accel.NATIVE.split_pcap(body, pos, hlen, mult, 1, little)
+    o = "<" if little else ">"
+    want, p = [], pos
+    while p + hlen <= len(body):                # the Python records() inner loop
+        sec, frac, incl, orig = struct.unpack_from(o + "IIII", body, p)
+        if p + hlen + incl > len(body):
+            break
+        want.append((sec * 1_000_000_000 + frac * mult, 1, body[p + hlen:p + hlen + incl], orig))
+        p += hlen + incl
+    assert (recs, end) == (want, max(p, pos))

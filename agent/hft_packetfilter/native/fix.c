@@ -14,10 +14,6 @@
  * alike (valid when both counts match), tags at even positions, first occurrence wins; None when the
  * Python code must decide (the counts differ, or a data field whose bytes may hide "=" or SOH). */
 #include "hftpf_native.h"
-#ifndef Py_T_OBJECT_EX              /* 3.12 moved the member types into Python.h */
-#include "structmember.h"
-#define Py_T_OBJECT_EX T_OBJECT_EX
-#endif
 #include <string.h>
 
 #define MAX_LEN_DIGITS 9         /* fix.py _MAX_LEN_DIGITS */
@@ -32,8 +28,7 @@ static const char *const SLOTS[] = {"raw", "begin_string", "msg_type", "ts_ns", 
 
 typedef struct {
     PyObject_HEAD
-    PyTypeObject *cls;
-    Py_ssize_t off[N_SLOTS];
+    HfSlots msg;                    /* FixMessage */
     int nfast;
     unsigned char tag[TAG_TABLE];   /* fast-tag position + 1 (low bits) | TAG_DATA */
 } FixCore;
@@ -85,67 +80,26 @@ static int fc_init(FixCore *self, PyObject *args, PyObject *kwds)
     memset(self->tag, 0, sizeof(self->tag));
     if (load_tags(self, fast, 0) < 0 || load_tags(self, data, TAG_DATA) < 0)
         return -1;
-    PyTypeObject *tp = (PyTypeObject *)cls;
-    if (tp->tp_dictoffset != 0) {
-        PyErr_SetString(PyExc_TypeError, "FixCore: the message class must use __slots__ only");
-        return -1;
-    }
-    for (int i = 0; i < N_SLOTS; i++) {
-        PyObject *d = PyObject_GetAttrString(cls, SLOTS[i]);
-        if (d == NULL)
-            return -1;
-        int ok = Py_IS_TYPE(d, &PyMemberDescr_Type)
-                 && ((PyMemberDescrObject *)d)->d_member->type == Py_T_OBJECT_EX;
-        if (ok)
-            self->off[i] = ((PyMemberDescrObject *)d)->d_member->offset;
-        Py_DECREF(d);
-        if (!ok) {
-            PyErr_Format(PyExc_TypeError, "FixCore: %s is not a plain slot", SLOTS[i]);
-            return -1;
-        }
-    }
-    Py_INCREF(cls);
-    Py_XSETREF(self->cls, tp);
-    return 0;
+    return hf_slots_init(&self->msg, cls, SLOTS, N_SLOTS);
 }
 
 static int fc_traverse(FixCore *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->cls);
+    Py_VISIT(self->msg.cls);
     return 0;
 }
 
 static int fc_clear(FixCore *self)
 {
-    Py_CLEAR(self->cls);
+    Py_CLEAR(self->msg.cls);
     return 0;
 }
 
 static void fc_dealloc(FixCore *self)
 {
     PyObject_GC_UnTrack(self);
-    Py_CLEAR(self->cls);
+    Py_CLEAR(self->msg.cls);
     Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-/* A FixMessage with its slots set (every value a new reference, stolen; NULL fails cleanly). */
-static PyObject *new_message(FixCore *self, PyObject *vals[N_SLOTS])
-{
-    PyObject *m = NULL;
-    int i;
-    for (i = 0; i < N_SLOTS; i++)
-        if (vals[i] == NULL)
-            goto fail;
-    m = self->cls->tp_alloc(self->cls, 0);
-    if (m == NULL)
-        goto fail;
-    for (i = 0; i < N_SLOTS; i++)
-        *(PyObject **)((char *)m + self->off[i]) = vals[i];
-    return m;
-fail:
-    for (i = 0; i < N_SLOTS; i++)
-        Py_XDECREF(vals[i]);
-    return NULL;
 }
 
 static PyObject *fc_scan(FixCore *self, PyObject *const *args, Py_ssize_t nargs)
@@ -155,7 +109,7 @@ static PyObject *fc_scan(FixCore *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *out = args[0], *hdr = args[3], *begin = args[4], *ts = args[5];
-    if (self->cls == NULL || !PyList_Check(out) || !PyBytes_Check(hdr)) {
+    if (self->msg.cls == NULL || !PyList_Check(out) || !PyBytes_Check(hdr)) {
         PyErr_SetString(PyExc_TypeError, "scan: out must be a list and hdr bytes (core initialised)");
         return NULL;
     }
@@ -216,7 +170,7 @@ static PyObject *fc_scan(FixCore *self, PyObject *const *args, Py_ssize_t nargs)
             hf_newref(ts), hf_newref(ok), hf_newref(Py_True),
             hf_newref(Py_None), hf_newref(Py_None), hf_newref(Py_None),
         };
-        PyObject *m = new_message(self, vals);
+        PyObject *m = hf_slots_new(&self->msg, vals);
         if (m == NULL || PyList_Append(out, m) < 0) {
             Py_XDECREF(m);
             failed = 1;

@@ -33,6 +33,20 @@ static inline PyObject *hf_newref(PyObject *o)      /* Py_NewRef is 3.10+ */
  * non-NULL), exactly what tuple.__new__(cls, items) makes. */
 PyObject *hf_tuple_subclass_new(PyTypeObject *cls, PyObject **items, Py_ssize_t n);
 
+/* Objects of a __slots__-only Python class built from C: the slots' offsets are read once from the
+ * class's member descriptors, then an instance is tp_alloc plus one store per slot (no __init__). */
+#define HF_MAX_SLOTS 24
+typedef struct {
+    PyTypeObject *cls;           /* strong reference; NULL until hf_slots_init succeeds */
+    int n;
+    Py_ssize_t off[HF_MAX_SLOTS];
+} HfSlots;
+
+/* Look up `names` (n of them, every slot the class has) on `cls`; -1 with an exception set. */
+int hf_slots_init(HfSlots *s, PyObject *cls, const char *const *names, int n);
+/* A new instance with slot i = vals[i] (n references stolen, NULL items fail cleanly). */
+PyObject *hf_slots_new(const HfSlots *s, PyObject **vals);
+
 /* The static type of a core object: GC-aware (it holds references), built by prefix_init from
  * Python arguments, with prefix_traverse/_clear/_dealloc/_methods defined before this line. */
 #define HF_CORE_TYPE(var, name, cstruct, doc, prefix)                                             \
@@ -57,5 +71,6 @@ int hf_add_type(PyObject *module, PyTypeObject *type, const char *name);
 int hf_itch_init(PyObject *module);
 int hf_book_init(PyObject *module);
 int hf_fix_init(PyObject *module);
+int hf_frame_init(PyObject *module);
 
 #endif

@@ -3,6 +3,10 @@
  * Callers never import this module directly: hft_packetfilter._accel loads it (or not: missing build,
  * HFTPF_NO_NATIVE=1) and the decoders fall back to their pure-Python loops when it is absent. */
 #include "hftpf_native.h"
+#ifndef Py_T_OBJECT_EX              /* 3.12 moved the member types into Python.h */
+#include "structmember.h"
+#define Py_T_OBJECT_EX T_OBJECT_EX
+#endif
 
 /* tp_alloc(n) for the subclass (< 3.14) or a plain tuple (3.14+), with the n items moved in. */
 static PyObject *tuple_with_items(PyTypeObject *type, PyObject **items, Py_ssize_t n)
@@ -41,6 +45,51 @@ PyObject *hf_tuple_subclass_new(PyTypeObject *cls, PyObject **items, Py_ssize_t 
 #endif
 }
 
+int hf_slots_init(HfSlots *s, PyObject *cls, const char *const *names, int n)
+{
+    if (!PyType_Check(cls) || ((PyTypeObject *)cls)->tp_dictoffset != 0 || n > HF_MAX_SLOTS) {
+        PyErr_SetString(PyExc_TypeError, "expected a class with __slots__ only");
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        PyObject *d = PyObject_GetAttrString(cls, names[i]);
+        if (d == NULL)
+            return -1;
+        int ok = Py_IS_TYPE(d, &PyMemberDescr_Type)
+                 && ((PyMemberDescrObject *)d)->d_member->type == Py_T_OBJECT_EX;
+        if (ok)
+            s->off[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        Py_DECREF(d);
+        if (!ok) {
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a plain slot", ((PyTypeObject *)cls)->tp_name, names[i]);
+            return -1;
+        }
+    }
+    Py_INCREF(cls);
+    Py_XSETREF(s->cls, (PyTypeObject *)cls);
+    s->n = n;
+    return 0;
+}
+
+PyObject *hf_slots_new(const HfSlots *s, PyObject **vals)
+{
+    PyObject *m = NULL;
+    int i;
+    for (i = 0; i < s->n; i++)
+        if (vals[i] == NULL)
+            goto fail;
+    m = s->cls->tp_alloc(s->cls, 0);
+    if (m == NULL)
+        goto fail;
+    for (i = 0; i < s->n; i++)
+        *(PyObject **)((char *)m + s->off[i]) = vals[i];
+    return m;
+fail:
+    for (i = 0; i < s->n; i++)
+        Py_XDECREF(vals[i]);
+    return NULL;
+}
+
 int hf_add_type(PyObject *module, PyTypeObject *type, const char *name)
 {
     if (PyType_Ready(type) < 0)
@@ -66,7 +115,7 @@ PyMODINIT_FUNC PyInit__native(void)
     PyObject *m = PyModule_Create(&native_module);
     if (m == NULL)
         return NULL;
-    if (hf_itch_init(m) < 0 || hf_book_init(m) < 0 || hf_fix_init(m) < 0) {
+    if (hf_itch_init(m) < 0 || hf_book_init(m) < 0 || hf_fix_init(m) < 0 || hf_frame_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }
