@@ -290,9 +290,10 @@ class ITCH50Decoder:
             return self._decode_buffer_py(buf, offset, count)
         stats = self.stats
         if empty or unknown or bad_len or truncated:
-            # The Python loop counts in this order too (Counter equality ignores order anyway).
+            # Same counts as the Python loop, which adds them in order of occurrence (a Counter's
+            # equality does not depend on order).
             for reason, c in (("empty_message", empty), ("unknown_type", unknown), ("bad_length", bad_len),
-                              ("truncated_message", truncated)):
+                              ("truncated_message", int(truncated))):
                 if c:
                     stats.reject(reason, c)
         good = len(out)
