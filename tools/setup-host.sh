@@ -31,9 +31,10 @@ fail() { printf 'setup-host: FAIL  %s\n' "$1" >&2; exit 1; }
 command -v apt-get >/dev/null || fail "apt-get not found: this script supports Debian and Ubuntu only"
 
 # ---- 1. packages ----------------------------------------------------------------------------------
-# Core: what the agent needs to compile, attach and run. Peers: real tools the tests and benchmarks
+# Core: what the agent needs to compile, attach and run (python3-dev + gcc also build the optional C
+# decoders, hft_packetfilter._native, at pip install). Peers: real tools the tests and benchmarks
 # compare against (tshark, xdp-filter, prometheus, tcpreplay, QuickFIX's executor).
-core_pkgs=(python3-bpfcc bpfcc-tools libbpfcc python3-venv python3-pip iproute2 iputils-ping tcpdump gcc libc6-dev
+core_pkgs=(python3-bpfcc bpfcc-tools libbpfcc python3-venv python3-pip python3-dev iproute2 iputils-ping tcpdump gcc libc6-dev
            sudo ca-certificates)
 peer_pkgs=(xdp-tools tshark tcpreplay prometheus tmux libquickfix-doc libquickfix17)
 case "$(. /etc/os-release; echo "${ID}")" in
@@ -107,6 +108,11 @@ fi
 # pip is quick when everything is already satisfied; always run it so new dependencies land.
 "$venv/bin/python" -m pip install -q -e "$here[dev]" || fail "pip install -e .[dev] failed (see above)"
 say done "installed hft-packetfilter (editable) with dev extras into $venv"
+if "$venv/bin/python" -c 'import hft_packetfilter._native' 2>/dev/null; then
+  say ok "native decoders built (hft_packetfilter._native)"
+else
+  say WARN "native decoders not built: the pure-Python ones run (need gcc and python3-dev, then rerun)"
+fi
 
 # ---- 5. quick self-check ---------------------------------------------------------------------------------
 if "$venv/bin/hftpf-agent" check --quiet; then

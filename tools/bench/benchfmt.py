@@ -1,6 +1,14 @@
 """What every benchmark shares: the best-of-N timer and the result row of ARCHITECTURE.md's
-benchmark format ({"bench", "unit", "ours", "peer", "peer_value", "ratio", "better"})."""
+benchmark format ({"bench", "unit", "ours", "peer", "peer_value", "ratio", "better"}), plus "backend":
+which of our decoder backends ran ("native" or "python"; HFTPF_NO_NATIVE=1 selects the latter)."""
 import time
+
+
+def backend() -> str:
+    """The active decoder backend (hft_packetfilter._accel), for every row."""
+    from hft_packetfilter import _accel
+
+    return _accel.backend()
 
 
 def best_time(fn, repeat: int) -> float:
@@ -18,7 +26,8 @@ def row(bench: str, unit: str, ours: float, peer: str, peer_value, reason: str =
     """One comparison; a missing peer has peer_value None and says why in `reason`."""
     r = {"bench": bench, "unit": unit, "ours": round(ours), "peer": peer,
          "peer_value": None if peer_value is None else round(peer_value),
-         "ratio": None if not peer_value else round(ours / peer_value, 3), "better": better}
+         "ratio": None if not peer_value else round(ours / peer_value, 3), "better": better,
+         "backend": backend()}
     r.update(extra)
     if reason:
         r["reason"] = reason

@@ -29,7 +29,7 @@ def main(argv=None) -> int:
         else:
             pv = "n/a (" + str(r.get("reason")) + ")" if r.get("peer_value") is None else f"{r['peer_value']:,.0f}"
             ratio = "" if r.get("ratio") is None else f"  ratio {r['ratio']:.2f}"
-            print(f"{r['bench']:<32} ours {r['ours']:,.0f} {r['unit']}  {r['peer']} {pv}{ratio}")
+            print(f"{r['bench']:<32} [{r.get('backend')}] ours {r['ours']:,.0f} {r['unit']}  {r['peer']} {pv}{ratio}")
     return 0
 
 

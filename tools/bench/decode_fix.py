@@ -49,6 +49,7 @@ try:
 except ImportError:  # running from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "agent"))
     from hft_packetfilter.protocols.fix import FAST_TAGS, FixStreamDecoder, checksum
+from hft_packetfilter import _accel
 
 MSS = 1448
 SYMBOLS = ["AAPL", "MSFT", "ESZ4", "EUR/USD", "VOD.L", "7203.T", "BTC-USD", "NQZ4"]
@@ -268,7 +269,8 @@ def run(quick: bool = False) -> List[dict]:
         r = {"bench": "decode_fix", "unit": "msgs/s", "ours": round(x), "peer": name,
              "peer_value": None if value is None else round(value),
              "ratio": None if value is None else round(x / value, 3), "better": "higher",
-             "ours_work": ours_work, "peer_work": peer_work, "messages": n, "bytes": len(stream)}
+             "ours_work": ours_work, "peer_work": peer_work, "messages": n, "bytes": len(stream),
+             "backend": _accel.backend()}
         if value is None:
             r["reason"] = note
         elif note:
@@ -290,7 +292,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             peer = "n/a (" + r["reason"] + ")" if r["peer_value"] is None else f"{r['peer_value']:>10,}"
             ratio = "" if r["ratio"] is None else f"  ratio {r['ratio']:.2f}x"
-            print(f"decode_fix  ours {r['ours']:>10,} msgs/s  vs {r['peer']:<12} {peer}{ratio}", flush=True)
+            print(f"decode_fix  [{r['backend']}] ours {r['ours']:>10,} msgs/s  vs {r['peer']:<12} {peer}{ratio}", flush=True)
     return 0
 
 

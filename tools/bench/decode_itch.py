@@ -306,7 +306,7 @@ def main(argv=None) -> int:
             print(json.dumps(r))
         else:
             pv = "n/a" if r["peer_value"] is None else f"{r['peer_value']:,}"
-            print(f"{r['peer']:>16}: ours {r['ours']:>12,} {UNIT}  peer {pv:>12}  ratio {r['ratio']}  "
+            print(f"{r['peer']:>16}: [{r['backend']}] ours {r['ours']:>12,} {UNIT}  peer {pv:>12}  ratio {r['ratio']}  "
                   f"{r.get('reason') or r.get('note', '')}")
     return 0
 

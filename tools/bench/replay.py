@@ -278,7 +278,7 @@ def main(argv=None) -> int:
             print(json.dumps(r))
         else:
             pv = "n/a" if r["peer_value"] is None else f"{r['peer_value']:,}"
-            print(f"{r['bench']:>16} vs {r['peer']:<9}: ours {r['ours']:>11,} {r['unit']:<9} peer {pv:>11}  "
+            print(f"{r['bench']:>16} vs {r['peer']:<9}: [{r['backend']}] ours {r['ours']:>11,} {r['unit']:<9} peer {pv:>11}  "
                   f"ratio {r['ratio']}  {r.get('reason') or r.get('note', '')}")
     return 0
 

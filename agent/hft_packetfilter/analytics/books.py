@@ -13,7 +13,10 @@ priority), ``H`` trading status, ``R`` directory (locate -> symbol). State: one 
 ``order ref -> [is_bid, price, qty, symbol book, mpid]`` and per symbol two dicts ``price -> qty``
 with the best price kept incrementally on adds and recomputed lazily (``max``/``min`` over the
 levels) only after the best level empties. ``apply_many(messages)`` is the batch entry point (one
-Python loop, hot types first); ``apply(message)`` does one.
+Python loop, hot types first); ``apply(message)`` does one. When the optional compiled module is built
+(``hft_packetfilter._native``; ``ItchBook(native=False)`` or HFTPF_NO_NATIVE=1 turn it off) the same state
+lives in C and ``apply_many`` runs there; ``orders``, ``bids`` and ``asks`` are then built on each read
+(equal to the Python ones, but copies: change the book through its messages only).
 
 MDP3 (:class:`Mdp3Book`): ``MDIncrementalRefreshBook`` entries update price levels by
 ``MDPriceLevel`` (1 = best) with ``MDUpdateAction`` New (insert, levels below shift down, the book
@@ -35,6 +38,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+from .. import _accel
 from ..protocols.itch50 import MESSAGE_CLASSES as _ITCH
 
 PRICE_EXPONENT = -4
@@ -132,14 +136,60 @@ class SymbolBook:
         return (b, self.bids[b] if b is not None else None, a, self.asks[a] if a is not None else None)
 
     def depth(self, n: int = 5) -> dict:
-        return {"bids": [[p, self.bids[p]] for p in sorted(self.bids, reverse=True)[:n]],
-                "asks": [[p, self.asks[p]] for p in sorted(self.asks)[:n]]}
+        return _depth(self.bids, self.asks, n)
+
+    def has_levels(self) -> bool:
+        return bool(self.bids or self.asks)
 
     def clear(self) -> None:
         self.bids.clear()
         self.asks.clear()
         self._bb = self._ba = None
         self._bb_dirty = self._ba_dirty = False
+
+
+def _depth(bids: Dict[int, int], asks: Dict[int, int], n: int) -> dict:
+    return {"bids": [[p, bids[p]] for p in sorted(bids, reverse=True)[:n]],
+            "asks": [[p, asks[p]] for p in sorted(asks)[:n]]}
+
+
+class NativeSymbolBook:
+    """A :class:`SymbolBook` whose levels live in the compiled ITCH book core: same attributes and
+    methods; ``bids``/``asks`` are built on each read."""
+
+    __slots__ = ("symbol", "status", "updates", "_core", "_i")
+
+    def __init__(self, symbol: str, core) -> None:
+        self.symbol = symbol
+        self.status: Optional[str] = None
+        self.updates = 0
+        self._core = core
+        self._i = core.new_book()
+
+    bids = property(lambda self: self._core.levels(self._i, True))
+    asks = property(lambda self: self._core.levels(self._i, False))
+    best_bid = property(lambda self: self._core.best(self._i, True))
+    best_ask = property(lambda self: self._core.best(self._i, False))
+    volume = property(lambda self: self._core.volume(self._i))
+
+    def add(self, is_bid: bool, px: int, qty: int) -> None:
+        self._core.level_add(self._i, is_bid, px, qty)
+
+    def remove(self, is_bid: bool, px: int, qty: int) -> None:
+        self._core.level_remove(self._i, is_bid, px, qty)
+
+    def top(self) -> Top:
+        return self._core.top(self._i)
+
+    def depth(self, n: int = 5) -> dict:
+        return _depth(self.bids, self.asks, n)
+
+    def has_levels(self) -> bool:
+        t = self._core.top(self._i)
+        return t[0] is not None or t[2] is not None
+
+    def clear(self) -> None:
+        self._core.clear_book(self._i)
 
 
 def _top_dict(t: Top) -> dict:
@@ -172,11 +222,14 @@ class _OrderBookBase:
         return b.depth(n) if b is not None else {"bids": [], "asks": []}
 
     def tops(self) -> Dict[str, Top]:
-        return {s: b.top() for s, b in self.by_symbol.items() if b.bids or b.asks}
+        return {s: b.top() for s, b in self.by_symbol.items() if b.has_levels()}
+
+    def order_count(self) -> int:
+        return len(self.orders)
 
     def snapshot(self) -> dict:
         return {"venue": self.venue, "price_exponent": self.price_exponent, "messages": self.messages,
-                "orders": len(self.orders), "symbols": len(self.by_symbol),
+                "orders": self.order_count(), "symbols": len(self.by_symbol),
                 "counters": dict(sorted(self.counters.items())),
                 "status": {s: b.status for s, b in sorted(self.by_symbol.items()) if b.status is not None},
                 "top": {s: _top_dict(t) for s, t in sorted(self.tops().items())}}
@@ -185,22 +238,70 @@ class _OrderBookBase:
 class ItchBook(_OrderBookBase):
     """Full-depth ITCH 5.0 book for every symbol of one feed (see the module docstring)."""
 
+    def __init__(self, venue: str = "", native: bool = True) -> None:
+        self._core = None
+        super().__init__(venue)
+        if native and _accel.NATIVE is not None:
+            self._core = _accel.NATIVE.ItchBookCore(self.counters, (
+                _A_REF, _A_SIDE, _A_QTY, _A_STOCK, _A_PX, _F_MPID, _D_REF, _U_OLD, _U_NEW, _U_QTY, _U_PX))
+            self._by_index: List[NativeSymbolBook] = []
+
+    @property
+    def orders(self) -> Dict[int, list]:
+        """order ref -> [is_bid, price, qty, symbol book, mpid] (a copy when the native core runs)."""
+        if self._core is None:
+            return self._orders
+        objs = self._by_index
+        out = self._core.orders()
+        for o in out.values():
+            o[3] = objs[o[3]]
+        return out
+
+    @orders.setter
+    def orders(self, value: Dict[int, list]) -> None:
+        self._orders = value
+
+    def order_count(self) -> int:
+        return self._core.order_count() if self._core is not None else len(self._orders)
+
     def _book_for(self, locate: int, stock) -> SymbolBook:
         b = self.books.get(locate)
         if b is None:
             sym = _alpha(stock) if stock is not None else str(locate)
             b = self.by_symbol.get(sym)
             if b is None:
-                b = SymbolBook(sym)
+                if self._core is None:
+                    b = SymbolBook(sym)
+                else:
+                    b = NativeSymbolBook(sym, self._core)
+                    self._by_index.append(b)
                 self.by_symbol[sym] = b
             self.books[locate] = b
+            if self._core is not None:
+                self._core.bind(locate, b._i)
         return b
+
+    def _book_index(self, locate: int, stock) -> int:
+        """The native core asks this for a locate it has no book for."""
+        return self._book_for(locate, stock)._i
+
+    def _apply_other(self, m) -> None:
+        """H (trading status) and R (directory): rare, shared by both backends."""
+        if m.msg_type == "H":
+            b = self._book_for(m[0], m[_H_STOCK])
+            st = m[_H_STATE]
+            b.status = st.decode("latin-1") if isinstance(st, bytes) else st
+        else:
+            self._book_for(m[0], m[_R_STOCK])
 
     def apply(self, m) -> None:
         self.apply_many((m,))
 
     def apply_many(self, messages: Iterable) -> None:
-        orders = self.orders
+        if self._core is not None:
+            self.messages += self._core.apply_many(messages, self._book_index, self._apply_other)
+            return
+        orders = self._orders
         books = self.books
         n = 0
         for m in messages:
@@ -269,23 +370,24 @@ class ItchBook(_OrderBookBase):
                 qty = m[_U_QTY]
                 orders[new] = [old[0], px, qty, b, old[4]]
                 b.add(old[0], px, qty)
-            elif t == "H":
-                b = self._book_for(m[0], m[_H_STOCK])
-                st = m[_H_STATE]
-                b.status = st.decode("latin-1") if isinstance(st, bytes) else st
-            elif t == "R":
-                self._book_for(m[0], m[_R_STOCK])
+            elif t == "H" or t == "R":
+                self._apply_other(m)
         self.messages += n
 
     def _remove_order(self, ref: int) -> None:
-        o = self.orders.pop(ref, None)
+        o = self._orders.pop(ref, None)
         if o is not None:
             o[3].remove(o[0], o[1], o[2])
 
     def mpid_orders(self) -> Dict[str, int]:
         """Live orders per MPID (attributed 'F' orders only); computed on demand."""
         out: Dict[str, int] = {}
-        for o in self.orders.values():
+        if self._core is not None:
+            for raw, n in self._core.mpid_counts().items():
+                k = _alpha(raw)
+                out[k] = out.get(k, 0) + n
+            return out
+        for o in self._orders.values():
             if o[4] is not None:
                 k = _alpha(o[4])
                 out[k] = out.get(k, 0) + 1

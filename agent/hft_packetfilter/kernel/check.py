@@ -114,6 +114,18 @@ def check_tc() -> Dict[str, str]:
     return _item("tc", WARN, "tc not found", "apt-get install iproute2")
 
 
+def check_decoders() -> Dict[str, str]:
+    """Which backend runs the decoders' hot loops (never a failure: the Python one is the reference)."""
+    from .. import _accel
+
+    if _accel.NATIVE is not None:
+        return _item("decoder backend", OK, f"native (compiled {_accel.NATIVE.__name__})")
+    why = _accel.reason()
+    return _item("decoder backend", WARN, f"python: {why}",
+                 "unset HFTPF_NO_NATIVE" if "HFTPF_NO_NATIVE" in why else
+                 "for full speed: apt-get install gcc python3-dev, then pip install -e . again")
+
+
 def check_iface_modes(ifname: str, netns: Optional[str] = None) -> Dict[str, str]:
     """Attach a trivial XDP program in each mode and remove it again; reports which modes work."""
     from .loader import MODE_FLAGS, XDP_FLAGS_UPDATE_IF_NOEXIST, ProbeError, in_netns, xdp_state
@@ -152,7 +164,8 @@ def check_iface_modes(ifname: str, netns: Optional[str] = None) -> Dict[str, str
 
 
 def run_checks(ifname: Optional[str] = None, netns: Optional[str] = None, config=None) -> List[Dict[str, str]]:
-    items = [check_kernel(), check_caps(), check_btf(), check_bpffs(), check_headers(), check_bcc(), check_tc()]
+    items = [check_kernel(), check_caps(), check_btf(), check_bpffs(), check_headers(), check_bcc(), check_tc(),
+             check_decoders()]
     if all(i["state"] != FAIL for i in items if i["check"] in ("bcc", "kernel headers", "capabilities")):
         items.append(check_compile(config))
         if ifname:

@@ -21,6 +21,8 @@ import collections
 import dataclasses
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .. import _accel
+
 
 class UnknownProtocol(KeyError):
     """Raised by :func:`get` for a name no decoder registered; the message lists the known names."""
@@ -43,6 +45,12 @@ class DecodeStats:
     @property
     def rejected(self) -> int:
         return sum(self.rejects.values())
+
+
+def native_backend() -> str:
+    """Which backend runs the batch decoders' hot loops: ``"native"`` (the compiled
+    ``hft_packetfilter._native``) or ``"python"`` (see :mod:`hft_packetfilter._accel`)."""
+    return _accel.backend()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,6 +39,7 @@ import os
 import re
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
+from .. import _accel
 from . import DecodeStats, ProtocolInfo, register
 from .fix_tags import DATA_FIELDS, ENUMS, GROUPS, TAG_NAMES
 
@@ -246,6 +247,10 @@ class FixMessage:
         one ``operator.itemgetter`` call (about half the cost of building the full index).
         """
         if tags is FAST_TAGS and self._idx is None:
+            if _CORE is not None:
+                v = _CORE.values(self.raw)     # the same split, in C; None: decide below
+                if v is not None:
+                    return v
             raw = self.raw
             parts = raw.replace(b"=", SOH).split(SOH)
             if len(parts) == 2 * raw.count(b"=") + 1:  # as many "=" as SOH, see _index
@@ -470,6 +475,10 @@ def _complete_message_at(buf, i: int, n: int, max_message: int) -> Optional[bool
     return bytes(buf[cs + 3:cs + 6]) == _CS_DIGITS[_byte_sum(bytes(buf[i:cs]))]
 
 
+# The compiled straight line of FixStreamDecoder._parse (hft_packetfilter._native), or None.
+_CORE = _accel.NATIVE.FixCore(FixMessage, _FAST_KEYS, sorted(_DATA_KEYS)) if _accel.NATIVE is not None else None
+
+
 class FixStreamDecoder:
     """Decoder for one direction of a FIX TCP connection (see the module docstring).
 
@@ -477,14 +486,17 @@ class FixStreamDecoder:
     one call may complete many. ``checksum`` is ``"strict"`` (default: a bad CheckSum rejects the
     message, as a FIX engine would), ``"report"`` (deliver it with ``checksum_ok=False`` and count
     it in ``stats.flagged``) or ``"ignore"`` (do not compute it; ``checksum_ok`` is None).
-    A partial message may hold at most ``max_message`` bytes.
+    A partial message may hold at most ``max_message`` bytes. ``native=False`` keeps the compiled
+    straight line (when built) out of the parse, for comparison with this reference.
     """
 
     protocol = "FIX/TCP"
 
-    def __init__(self, checksum: str = "strict", max_message: int = DEFAULT_MAX_MESSAGE) -> None:
+    def __init__(self, checksum: str = "strict", max_message: int = DEFAULT_MAX_MESSAGE,
+                 native: bool = True) -> None:
         if checksum not in _CHECKSUM_MODES:
             raise ValueError(f"checksum must be one of {_CHECKSUM_MODES}, not {checksum!r}")
+        self._core = _CORE if native else None
         self.checksum = checksum
         self.max_message = max_message
         self.stats = FixDecodeStats()
@@ -589,8 +601,17 @@ class FixStreamDecoder:
         entry = pos
         scan_rel = self._scan_rel   # bytes after the first candidate already searched for a start
         self._scan_rel = 1
+        core = self._core
+        verify = mode != "ignore"
         try:
             while True:
+                if core is not None and startswith(hdr, pos):
+                    # The compiled straight line takes every well-formed message from here on that
+                    # the code below would take unchanged, and stops at the first that needs care.
+                    npos = core.scan(out, buf, pos, hdr, hdr_begin, ts_ns, verify, max_message)
+                    if npos != pos:
+                        self._junk = False
+                        pos = npos
                 if startswith(hdr, pos):
                     # Back-to-back with the previous message's header: no search, no checks.
                     i = pos

@@ -15,7 +15,8 @@ Prices are never converted to floats. Messages are tuples (one ``struct.unpack_f
 precompiled ``struct.Struct``) with properties on top, so decoding a buffer costs one C call and one
 tuple per message; the 6-byte timestamp and the alpha fields are converted only when read
 (``msg.timestamp``, ``msg.symbol``, ``msg.to_dict()``). ``decode_buffer`` is the batch entry point the
-MoldUDP64 framing uses, and the one a compiled backend may replace later without changing callers.
+MoldUDP64 framing uses; when the optional compiled module is built (``hft_packetfilter._native``, see
+``hft_packetfilter._accel``) its loop runs in C and builds the very same message objects.
 
 Stock locate codes are resolved to symbols through the directory message 'R': each decoder keeps a
 ``locate -> symbol`` map (``decoder.symbols``) and its messages read ``msg.symbol`` from it when the
@@ -28,6 +29,7 @@ from itertools import compress
 from operator import itemgetter
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from .. import _accel
 from . import DecodeStats
 
 PROTOCOL = "ITCH/MoldUDP64"
@@ -223,7 +225,7 @@ class ITCH50Decoder:
     protocol = PROTOCOL
     spec = SPEC
 
-    def __init__(self, resolve_symbols: bool = True) -> None:
+    def __init__(self, resolve_symbols: bool = True, native: bool = True) -> None:
         self.stats = DecodeStats()
         self.symbols: Dict[int, str] = {}
         self.resolve_symbols = resolve_symbols
@@ -238,6 +240,13 @@ class ITCH50Decoder:
             table[ord(t)] = (st.size, st.unpack_from, cls)
         self._table = table
         self._dir_cls = self.classes["R"]
+        # The compiled loop (hft_packetfilter._native), fed the same classes and struct layouts; None
+        # runs the Python loop below (``native=False``, HFTPF_NO_NATIVE=1, or not built).
+        self._core = None
+        if native and _accel.NATIVE is not None:
+            self._core = _accel.NATIVE.ItchCore(
+                {ord(t): (cls, STRUCTS[t].format[2:], STRUCTS[t].size) for t, cls in self.classes.items()},
+                ord("R"))
 
     # -- single message -------------------------------------------------------------------------
     def decode_message(self, msg, offset: int = 0, length: Optional[int] = None):
@@ -266,6 +275,38 @@ class ITCH50Decoder:
     def decode_buffer(self, buf, offset: int = 0, count: int = -1) -> list:
         """Decode u16 length-prefixed messages from ``buf[offset:]`` (at most ``count`` of them when
         ``count >= 0``) and return them as a list.
+
+        Malformed messages are skipped by their length prefix and counted; a length that runs past the
+        end of the buffer stops the loop (``truncated``). The compiled core runs it when present; any
+        buffer it cannot read directly goes through :meth:`_decode_buffer_py`, the reference.
+        """
+        core = self._core
+        if core is None or offset < 0:
+            return self._decode_buffer_py(buf, offset, count)
+        try:
+            out, off, n, truncated, empty, unknown, bad_len = core.decode(
+                buf, offset, count, self.symbols if self.resolve_symbols else None)
+        except (TypeError, BufferError, OverflowError):   # not a byte buffer, or a count past C's range
+            return self._decode_buffer_py(buf, offset, count)
+        stats = self.stats
+        if empty or unknown or bad_len or truncated:
+            # Same counts as the Python loop, which adds them in order of occurrence (a Counter's
+            # equality does not depend on order).
+            for reason, c in (("empty_message", empty), ("unknown_type", unknown), ("bad_length", bad_len),
+                              ("truncated_message", int(truncated))):
+                if c:
+                    stats.reject(reason, c)
+        good = len(out)
+        if good:
+            stats.messages += good
+            stats.bytes += off - offset
+        self.last_offset = off
+        self.last_framed = n
+        self.last_truncated = truncated
+        return out
+
+    def _decode_buffer_py(self, buf, offset: int = 0, count: int = -1) -> list:
+        """The reference loop of :meth:`decode_buffer`.
 
         This is the hot loop: one length read, one table lookup, one ``unpack_from`` and one tuple per
         message. Malformed messages are skipped by their length prefix and counted; a length that runs

@@ -32,13 +32,17 @@ hftpf_xdp()**, so an offline replay and the live probe agree packet for packet:
 Evaluation order matches the kernel: L2 -> L3 (truncated) -> fragment -> L4 protocol -> L4 header.
 
 Speed: one function, precompiled ``struct.Struct`` unpackers reading the frame in place, slices
-only for the two addresses and the payload, one Event per accepted frame; no per-byte loops.
+only for the two addresses and the payload, one Event per accepted frame; no per-byte loops. When the
+optional compiled module is built (``hft_packetfilter._native``), Ethernet frames carrying IPv4
+UDP/TCP with at most two VLAN tags are parsed in C into the same Event; every other frame, and every
+frame that yields a reason, goes through the Python code below, the reference.
 """
 from __future__ import annotations
 
 import struct
 from typing import Dict, Optional
 
+from .. import _accel
 from .events import CLOCK_PCAP, Event
 
 __all__ = ["parse", "FrameParser", "REASONS", "LINKTYPE_ETHERNET", "LINKTYPE_LINUX_SLL",
@@ -85,6 +89,10 @@ _u32be = struct.Struct(">I").unpack_from
 _AF_INET6 = (10, 24, 28, 30)   # Linux, BSDs, FreeBSD, Darwin
 
 
+# the compiled common case (see the module docstring), or None
+_parse_eth = _accel.NATIVE.FrameCore(Event).parse_eth if _accel.NATIVE is not None else None
+
+
 def _count(reasons: Optional[Dict[str, int]], reason: str) -> None:
     if reasons is not None:
         reasons[reason] = reasons.get(reason, 0) + 1
@@ -97,6 +105,10 @@ def parse(frame: bytes, linktype: int = LINKTYPE_ETHERNET, ts_ns: int = 0, frame
     ``frame`` should be ``bytes`` (other buffers are copied once so the event never pins a large
     read buffer). ``frame_len`` is the on-wire length (pcap ``orig_len``); 0 means ``len(frame)``.
     """
+    if linktype == LINKTYPE_ETHERNET and _parse_eth is not None:
+        ev = _parse_eth(frame, ts_ns, frame_len, clock)
+        if ev is not None:
+            return ev
     if type(frame) is not bytes:
         frame = bytes(frame)
     n = len(frame)

@@ -37,6 +37,7 @@ import os
 import struct
 from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
+from .. import _accel
 from .events import CLOCK_PCAP, Event
 from .packet import parse
 
@@ -144,12 +145,18 @@ class PcapReader(_Reader):
         mult = self._mult
         lt = self.linktype
         chunk = self.chunk_size
+        split = _accel.NATIVE.split_pcap if _accel.NATIVE is not None else None
+        little = self.byte_order == "<"
         buf = self._read(chunk)
         pos = 0
         count = 0
         while True:
             n = len(buf)
-            # tight inner loop over the whole records held in this buffer
+            # tight inner loop over the whole records held in this buffer (in C when built)
+            if split is not None:
+                recs, pos = split(buf, pos, hlen, mult, lt, little)
+                count += len(recs)
+                yield from recs
             while pos + hlen <= n:
                 sec, frac, incl, orig = rec(buf, pos)
                 start = pos + hlen

@@ -1,0 +1,36 @@
+"""Which backend runs the hot loops: the optional compiled module ``hft_packetfilter._native`` or the
+pure-Python code (always the reference; the tests compare the two on the same input).
+
+The compiled module is built by ``pip install`` when a C compiler and the Python headers are there
+(setup.py, ``optional=True``) and skipped otherwise. ``HFTPF_NO_NATIVE=1`` turns it off at import time,
+so a run can be checked against the reference without rebuilding. Decoders read :data:`NATIVE` when
+they are constructed; ``backend()`` names what is active and ``reason()`` says why when it is not.
+"""
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import Optional, Tuple
+
+
+def _load() -> Tuple[Optional[ModuleType], str]:
+    if os.environ.get("HFTPF_NO_NATIVE", "").strip() not in ("", "0"):
+        return None, "disabled by HFTPF_NO_NATIVE"
+    try:
+        from . import _native  # type: ignore[attr-defined]
+    except ImportError as e:
+        return None, f"compiled module not built ({e}); reinstall with a C compiler and python3-dev"
+    return _native, ""
+
+
+NATIVE, _WHY = _load()
+
+
+def backend() -> str:
+    """``"native"`` when the compiled hot loops are active, else ``"python"``."""
+    return "native" if NATIVE is not None else "python"
+
+
+def reason() -> str:
+    """Why the pure-Python backend is active ("" when the native one is)."""
+    return _WHY

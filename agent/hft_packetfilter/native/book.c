@@ -1,0 +1,761 @@
+/* ITCH 5.0 order book core: the state and hot loop of analytics.books.ItchBook in C.
+ *
+ * State, as the Python reference keeps it:
+ *   orders  ref (u64) -> {is_bid, price, qty, book index, MPID bytes or NULL}
+ *   books   per symbol book: price -> total qty for each side, the best price per side kept on adds
+ *           and marked dirty when the best level empties (recomputed on the next read), volume.
+ *   locate  -> book index (bound by Python, which owns the symbol <-> book mapping).
+ * ItchBookCore(counters, indices) - counters is the Python book's dict (incremented in place);
+ * indices the message field positions (A ref, side, qty, stock, price, F mpid, D ref, U old, new,
+ * qty, price), taken from the decoder's layouts by books.py. E/C/X use fields 4 (ref) and 5 (qty).
+ * apply_many(messages, book_for, on_other): A/F/E/C/X/D/U are applied here; H and R go to
+ * on_other(m); an add for a locate with no book calls book_for(locate, stock) -> book index.
+ * Integers are int64 (prices and sizes are u32 on the wire); refs are u64. */
+#include "hftpf_native.h"
+#include <string.h>
+
+/* ---- open-addressing hash map: u64 key, linear probing, backward-shift deletion --------------- */
+typedef struct {
+    uint64_t key;
+    int64_t qty;        /* order: remaining shares; level: total shares */
+    int64_t px;         /* order only */
+    PyObject *mpid;     /* order only: strong reference or NULL */
+    int32_t book;       /* order only */
+    uint8_t used, is_bid;
+} Slot;
+
+typedef struct {
+    Slot *s;
+    size_t cap, n;      /* cap: 0 or a power of two */
+    int shift;
+} HMap;
+
+static inline size_t hm_home(const HMap *m, uint64_t k)
+{
+    return (size_t)((k * 0x9E3779B97F4A7C15ULL) >> m->shift);
+}
+
+static Slot *hm_find(const HMap *m, uint64_t k)
+{
+    if (m->n == 0)
+        return NULL;
+    size_t mask = m->cap - 1, i = hm_home(m, k);
+    for (;;) {
+        Slot *s = &m->s[i];
+        if (!s->used)
+            return NULL;
+        if (s->key == k)
+            return s;
+        i = (i + 1) & mask;
+    }
+}
+
+static int hm_grow(HMap *m)
+{
+    size_t ncap = m->cap ? m->cap * 2 : 16;
+    Slot *old = m->s, *ns = PyMem_Calloc(ncap, sizeof(Slot));
+    size_t ocap = m->cap;
+    if (ns == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    int bits = 0;
+    while (((size_t)1 << bits) < ncap)
+        bits++;
+    m->s = ns;
+    m->cap = ncap;
+    m->shift = 64 - bits;
+    for (size_t j = 0; j < ocap; j++) {
+        if (!old[j].used)
+            continue;
+        size_t i = hm_home(m, old[j].key);
+        while (ns[i].used)
+            i = (i + 1) & (ncap - 1);
+        ns[i] = old[j];
+    }
+    PyMem_Free(old);
+    return 0;
+}
+
+/* The slot for k, inserted zeroed when missing (*fresh = 1); NULL on memory error. */
+static Slot *hm_put(HMap *m, uint64_t k, int *fresh)
+{
+    Slot *s = hm_find(m, k);
+    *fresh = 0;
+    if (s != NULL)
+        return s;
+    if ((m->n + 1) * 2 > m->cap && hm_grow(m) < 0)
+        return NULL;
+    size_t mask = m->cap - 1, i = hm_home(m, k);
+    while (m->s[i].used)
+        i = (i + 1) & mask;
+    s = &m->s[i];
+    memset(s, 0, sizeof(*s));
+    s->used = 1;
+    s->key = k;
+    m->n++;
+    *fresh = 1;
+    return s;
+}
+
+/* Remove slot s (its mpid reference must be released by the caller first). */
+static void hm_del(HMap *m, Slot *s)
+{
+    size_t mask = m->cap - 1, i = (size_t)(s - m->s), j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (!m->s[j].used)
+            break;
+        size_t k = hm_home(m, m->s[j].key);
+        /* the entry at j may stay when its home lies cyclically in (i, j] */
+        if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
+            continue;
+        m->s[i] = m->s[j];
+        i = j;
+    }
+    memset(&m->s[i], 0, sizeof(Slot));
+    m->n--;
+}
+
+static void hm_free(HMap *m, int with_refs)
+{
+    if (with_refs)
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->s[i].used)
+                Py_CLEAR(m->s[i].mpid);
+    PyMem_Free(m->s);
+    memset(m, 0, sizeof(*m));
+}
+
+/* ---- one symbol's price levels (side 1 = bids, 0 = asks) -------------------------------------- */
+typedef struct {
+    HMap lv[2];
+    int64_t best[2];
+    uint8_t has_best[2], dirty[2];
+    int64_t volume;
+} Book;
+
+static int lv_add(Book *b, int bid, int64_t px, int64_t qty)
+{
+    int fresh;
+    Slot *s = hm_put(&b->lv[bid], (uint64_t)px, &fresh);
+    if (s == NULL)
+        return -1;
+    s->qty += qty;
+    if (!b->dirty[bid] && (!b->has_best[bid] || (bid ? px > b->best[bid] : px < b->best[bid]))) {
+        b->best[bid] = px;
+        b->has_best[bid] = 1;
+    }
+    return 0;
+}
+
+static int lv_remove(Book *b, int bid, int64_t px, int64_t qty)
+{
+    Slot *s = hm_find(&b->lv[bid], (uint64_t)px);
+    int64_t left = (s ? s->qty : 0) - qty;
+    if (left > 0) {
+        int fresh;
+        if (s == NULL && (s = hm_put(&b->lv[bid], (uint64_t)px, &fresh)) == NULL)
+            return -1;
+        s->qty = left;
+        return 0;
+    }
+    if (s != NULL)
+        hm_del(&b->lv[bid], s);
+    if (b->has_best[bid] && px == b->best[bid])
+        b->dirty[bid] = 1;
+    return 0;
+}
+
+static int lv_best(Book *b, int bid, int64_t *px)
+{
+    if (b->dirty[bid]) {
+        HMap *m = &b->lv[bid];
+        b->has_best[bid] = 0;
+        for (size_t i = 0; i < m->cap; i++) {
+            if (!m->s[i].used)
+                continue;
+            int64_t p = (int64_t)m->s[i].key;
+            if (!b->has_best[bid] || (bid ? p > b->best[bid] : p < b->best[bid])) {
+                b->best[bid] = p;
+                b->has_best[bid] = 1;
+            }
+        }
+        b->dirty[bid] = 0;
+    }
+    *px = b->best[bid];
+    return b->has_best[bid];
+}
+
+/* ---- the core object --------------------------------------------------------------------------- */
+enum { I_A_REF, I_A_SIDE, I_A_QTY, I_A_STOCK, I_A_PX, I_F_MPID, I_D_REF, I_U_OLD, I_U_NEW, I_U_QTY,
+       I_U_PX, N_IDX };
+#define TYPE_CACHE 64
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *counters;             /* the Python book's counters dict */
+    Py_ssize_t idx[N_IDX];
+    HMap orders;
+    Book *books;
+    Py_ssize_t nbooks, capbooks;
+    int32_t locate[65536];          /* -1: no book bound */
+    PyTypeObject *tcache[TYPE_CACHE];   /* message class -> msg_type letter (strong refs) */
+    char tkind[TYPE_CACHE];
+} BookCore;
+
+static int count(BookCore *self, const char *what)
+{
+    PyObject *k = PyUnicode_FromString(what), *v;
+    long n = 0;
+    if (k == NULL)
+        return -1;
+    v = PyDict_GetItemWithError(self->counters, k);
+    if (v == NULL && PyErr_Occurred()) {
+        Py_DECREF(k);
+        return -1;
+    }
+    if (v != NULL && (n = PyLong_AsLong(v)) == -1 && PyErr_Occurred()) {
+        Py_DECREF(k);
+        return -1;
+    }
+    v = PyLong_FromLong(n + 1);
+    int rc = v ? PyDict_SetItem(self->counters, k, v) : -1;
+    Py_DECREF(k);
+    Py_XDECREF(v);
+    return rc;
+}
+
+static void bc_release(BookCore *self)
+{
+    hm_free(&self->orders, 1);
+    for (Py_ssize_t i = 0; i < self->nbooks; i++) {
+        hm_free(&self->books[i].lv[0], 0);
+        hm_free(&self->books[i].lv[1], 0);
+    }
+    PyMem_Free(self->books);
+    self->books = NULL;
+    self->nbooks = self->capbooks = 0;
+    for (int i = 0; i < TYPE_CACHE; i++)
+        Py_CLEAR(self->tcache[i]);
+}
+
+static int bc_traverse(BookCore *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->counters);
+    for (int i = 0; i < TYPE_CACHE; i++)
+        Py_VISIT(self->tcache[i]);
+    return 0;
+}
+
+static int bc_clear(BookCore *self)
+{
+    Py_CLEAR(self->counters);
+    for (int i = 0; i < TYPE_CACHE; i++)
+        Py_CLEAR(self->tcache[i]);
+    return 0;
+}
+
+static void bc_dealloc(BookCore *self)
+{
+    PyObject_GC_UnTrack(self);
+    bc_release(self);
+    Py_CLEAR(self->counters);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int bc_init(BookCore *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *counters, *idx;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyDict_Type, &counters, &PyTuple_Type, &idx))
+        return -1;
+    if (PyTuple_GET_SIZE(idx) != N_IDX) {
+        PyErr_Format(PyExc_ValueError, "ItchBookCore: %d field indices expected", N_IDX);
+        return -1;
+    }
+    for (int i = 0; i < N_IDX; i++) {
+        self->idx[i] = PyLong_AsSsize_t(PyTuple_GET_ITEM(idx, i));
+        if (self->idx[i] < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "ItchBookCore: field indices must be >= 0");
+            return -1;
+        }
+    }
+    bc_release(self);
+    Py_INCREF(counters);
+    Py_XSETREF(self->counters, counters);
+    for (int i = 0; i < 65536; i++)
+        self->locate[i] = -1;
+    return 0;
+}
+
+static Book *book_at(BookCore *self, Py_ssize_t i)
+{
+    if (i < 0 || i >= self->nbooks) {
+        PyErr_SetString(PyExc_IndexError, "no such book");
+        return NULL;
+    }
+    return &self->books[i];
+}
+
+/* msg_type letter of m ('A', ...), 0 for anything the core does not apply, -1 on error. */
+static int msg_kind(BookCore *self, PyObject *m)
+{
+    PyTypeObject *tp = Py_TYPE(m);
+    size_t h = ((uintptr_t)tp >> 4) % TYPE_CACHE;
+    if (self->tcache[h] == tp)
+        return self->tkind[h];
+    int cacheable = 0;
+    PyObject *mt = NULL;
+    if (PyTuple_Check(m)) {
+        /* a class attribute of a tuple subclass with no instance storage is the same for every
+         * instance (ITCH message classes); anything else is read per message */
+        mt = PyObject_GetAttrString((PyObject *)tp, "msg_type");
+        if (mt == NULL)
+            PyErr_Clear();
+        else if (PyUnicode_Check(mt) && tp->tp_dictoffset == 0
+                 && tp->tp_basicsize == PyTuple_Type.tp_basicsize)
+            cacheable = 1;
+        else
+            Py_CLEAR(mt);
+    }
+    if (mt == NULL && (mt = PyObject_GetAttrString(m, "msg_type")) == NULL)
+        return -1;
+    int kind = 0;
+    if (PyUnicode_Check(mt) && PyUnicode_GET_LENGTH(mt) == 1) {
+        Py_UCS4 c = PyUnicode_READ_CHAR(mt, 0);
+        if (c < 128 && strchr("AFECXDUHR", (int)c) != NULL)
+            kind = (int)c;
+    }
+    Py_DECREF(mt);
+    if (cacheable) {
+        Py_INCREF(tp);
+        Py_XSETREF(self->tcache[h], tp);
+        self->tkind[h] = (char)kind;
+    }
+    return kind;
+}
+
+/* m[i] as a new reference (tuples fast, any sequence otherwise). */
+static PyObject *field(PyObject *m, Py_ssize_t i)
+{
+    if (PyTuple_Check(m)) {
+        if (i >= PyTuple_GET_SIZE(m)) {
+            PyErr_SetString(PyExc_IndexError, "tuple index out of range");
+            return NULL;
+        }
+        PyObject *v = PyTuple_GET_ITEM(m, i);
+        Py_INCREF(v);
+        return v;
+    }
+    return PySequence_GetItem(m, i);
+}
+
+static int field_i64(PyObject *m, Py_ssize_t i, int64_t *out)
+{
+    PyObject *v = field(m, i);
+    if (v == NULL)
+        return -1;
+    long long x = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    if (x == -1 && PyErr_Occurred())
+        return -1;
+    *out = (int64_t)x;
+    return 0;
+}
+
+static int field_u64(PyObject *m, Py_ssize_t i, uint64_t *out)
+{
+    PyObject *v = field(m, i);
+    if (v == NULL)
+        return -1;
+    unsigned long long x = PyLong_Check(v) ? PyLong_AsUnsignedLongLong(v) : (unsigned long long)-1;
+    if (!PyLong_Check(v))
+        PyErr_SetString(PyExc_TypeError, "order reference must be an int");
+    Py_DECREF(v);
+    if (x == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    *out = (uint64_t)x;
+    return 0;
+}
+
+/* Drop order ref (if live) and its shares from its level; 1 when it was there. */
+static int drop_order(BookCore *self, uint64_t ref)
+{
+    Slot *o = hm_find(&self->orders, ref);
+    if (o == NULL)
+        return 0;
+    Book *b = &self->books[o->book];
+    int bid = o->is_bid;
+    int64_t px = o->px, qty = o->qty;
+    Py_CLEAR(o->mpid);
+    hm_del(&self->orders, o);
+    return lv_remove(b, bid, px, qty) < 0 ? -1 : 1;
+}
+
+/* A new live order (the ref is not live: callers drop a duplicate first). */
+static int new_order(BookCore *self, uint64_t ref, int bid, int64_t px, int64_t qty, int32_t book,
+                     PyObject *mpid)
+{
+    int fresh;
+    Slot *o = hm_put(&self->orders, ref, &fresh);
+    if (o == NULL)
+        return -1;
+    o->is_bid = (uint8_t)bid;
+    o->px = px;
+    o->qty = qty;
+    o->book = book;
+    Py_XINCREF(mpid);
+    Py_XSETREF(o->mpid, mpid);
+    return lv_add(&self->books[book], bid, px, qty);
+}
+
+static int apply_add(BookCore *self, PyObject *m, int kind, PyObject *book_for)
+{
+    const Py_ssize_t *ix = self->idx;
+    uint64_t ref;
+    int64_t loc, px, qty;
+    int32_t bi = -1;
+    if (field_u64(m, ix[I_A_REF], &ref) < 0 || field_i64(m, 0, &loc) < 0)
+        return -1;
+    if (loc >= 0 && loc < 65536)
+        bi = self->locate[loc];
+    if (bi < 0) {
+        PyObject *stock = field(m, ix[I_A_STOCK]), *r;
+        if (stock == NULL)
+            return -1;
+        r = PyObject_CallFunction(book_for, "LO", (long long)loc, stock);
+        Py_DECREF(stock);
+        if (r == NULL)
+            return -1;
+        long v = PyLong_AsLong(r);
+        Py_DECREF(r);
+        if (v == -1 && PyErr_Occurred())
+            return -1;
+        if (v < 0 || v >= self->nbooks) {
+            PyErr_SetString(PyExc_IndexError, "book_for returned no book index");
+            return -1;
+        }
+        bi = (int32_t)v;
+    }
+    if (field_i64(m, ix[I_A_PX], &px) < 0 || field_i64(m, ix[I_A_QTY], &qty) < 0)
+        return -1;
+    PyObject *side = field(m, ix[I_A_SIDE]);
+    if (side == NULL)
+        return -1;
+    int bid = PyBytes_Check(side) && PyBytes_GET_SIZE(side) == 1 && PyBytes_AS_STRING(side)[0] == 'B';
+    Py_DECREF(side);
+    if (hm_find(&self->orders, ref) != NULL) {
+        if (count(self, "duplicate_order") < 0 || drop_order(self, ref) < 0)
+            return -1;
+    }
+    PyObject *mpid = NULL;
+    if (kind == 'F' && (mpid = field(m, ix[I_F_MPID])) == NULL)
+        return -1;
+    int rc = new_order(self, ref, bid, px, qty, bi, mpid);
+    Py_XDECREF(mpid);
+    return rc;
+}
+
+static int apply_reduce(BookCore *self, PyObject *m, int kind)
+{
+    uint64_t ref;
+    int64_t qty;
+    if (field_u64(m, 4, &ref) < 0)
+        return -1;
+    Slot *o = hm_find(&self->orders, ref);
+    if (o == NULL)
+        return count(self, "unknown_order");
+    if (field_i64(m, 5, &qty) < 0)
+        return -1;
+    int64_t left = o->qty - qty;
+    if (left < 0) {
+        if (count(self, kind != 'X' ? "over_execute" : "over_cancel") < 0)
+            return -1;
+        o = hm_find(&self->orders, ref);     /* count() ran Python code: look again */
+        qty = o->qty;
+        left = 0;
+    }
+    Book *b = &self->books[o->book];
+    if (kind != 'X')
+        b->volume += qty;
+    if (lv_remove(b, o->is_bid, o->px, qty) < 0)
+        return -1;
+    if (left) {
+        o->qty = left;
+    } else {
+        Py_CLEAR(o->mpid);
+        hm_del(&self->orders, o);
+    }
+    return 0;
+}
+
+static int apply_replace(BookCore *self, PyObject *m)
+{
+    const Py_ssize_t *ix = self->idx;
+    uint64_t old_ref, new_ref;
+    int64_t px, qty;
+    if (field_u64(m, ix[I_U_OLD], &old_ref) < 0)
+        return -1;
+    Slot *o = hm_find(&self->orders, old_ref);
+    if (o == NULL)
+        return count(self, "unknown_order");
+    int bid = o->is_bid;
+    int32_t bi = o->book;
+    int64_t opx = o->px, oqty = o->qty;
+    PyObject *mpid = o->mpid;               /* our reference now */
+    o->mpid = NULL;
+    hm_del(&self->orders, o);
+    int rc = lv_remove(&self->books[bi], bid, opx, oqty);
+    if (rc == 0 && (field_u64(m, ix[I_U_NEW], &new_ref) < 0 || field_i64(m, ix[I_U_PX], &px) < 0
+                    || field_i64(m, ix[I_U_QTY], &qty) < 0))
+        rc = -1;
+    if (rc == 0 && hm_find(&self->orders, new_ref) != NULL)
+        rc = (count(self, "duplicate_order") < 0 || drop_order(self, new_ref) < 0) ? -1 : 0;
+    if (rc == 0)
+        rc = new_order(self, new_ref, bid, px, qty, bi, mpid);
+    Py_XDECREF(mpid);
+    return rc;
+}
+
+static PyObject *bc_apply_many(BookCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "apply_many(messages, book_for, on_other)");
+        return NULL;
+    }
+    if (self->counters == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "ItchBookCore not initialised");
+        return NULL;
+    }
+    PyObject *it = PyObject_GetIter(args[0]), *m;
+    if (it == NULL)
+        return NULL;
+    Py_ssize_t n = 0;
+    while ((m = PyIter_Next(it)) != NULL) {
+        int kind = msg_kind(self, m), rc = 0;
+        n++;
+        switch (kind) {
+        case 'A': case 'F': rc = apply_add(self, m, kind, args[1]); break;
+        case 'E': case 'C': case 'X': rc = apply_reduce(self, m, kind); break;
+        case 'D': {
+            uint64_t ref;
+            rc = field_u64(m, self->idx[I_D_REF], &ref);
+            if (rc == 0 && (rc = drop_order(self, ref)) == 0)
+                rc = count(self, "unknown_order");
+            else if (rc == 1)
+                rc = 0;
+            break;
+        }
+        case 'U': rc = apply_replace(self, m); break;
+        case 'H': case 'R': {
+            PyObject *r = PyObject_CallOneArg(args[2], m);
+            rc = r ? 0 : -1;
+            Py_XDECREF(r);
+            break;
+        }
+        case 0: break;
+        default: rc = -1; break;        /* msg_kind raised */
+        }
+        Py_DECREF(m);
+        if (rc < 0) {
+            Py_DECREF(it);
+            return NULL;
+        }
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return NULL;
+    return PyLong_FromSsize_t(n);
+}
+
+/* ---- reading and the generic level API (SymbolBook.add/remove) ------------------------------- */
+static PyObject *bc_new_book(BookCore *self, PyObject *unused)
+{
+    if (self->nbooks == self->capbooks) {
+        Py_ssize_t ncap = self->capbooks ? self->capbooks * 2 : 64;
+        Book *nb = PyMem_Realloc(self->books, (size_t)ncap * sizeof(Book));
+        if (nb == NULL)
+            return PyErr_NoMemory();
+        self->books = nb;
+        self->capbooks = ncap;
+    }
+    memset(&self->books[self->nbooks], 0, sizeof(Book));
+    return PyLong_FromSsize_t(self->nbooks++);
+}
+
+static PyObject *bc_bind(BookCore *self, PyObject *args)
+{
+    long long loc;
+    Py_ssize_t bi;
+    if (!PyArg_ParseTuple(args, "Ln", &loc, &bi) || book_at(self, bi) == NULL)
+        return NULL;
+    if (loc >= 0 && loc < 65536)
+        self->locate[loc] = (int32_t)bi;
+    Py_RETURN_NONE;
+}
+
+static PyObject *opt_int(int has, int64_t v)
+{
+    if (!has)
+        Py_RETURN_NONE;
+    return PyLong_FromLongLong(v);
+}
+
+static PyObject *bc_best(BookCore *self, PyObject *args)
+{
+    Py_ssize_t bi;
+    int bid;
+    int64_t px;
+    Book *b;
+    if (!PyArg_ParseTuple(args, "np", &bi, &bid) || (b = book_at(self, bi)) == NULL)
+        return NULL;
+    int has = lv_best(b, bid, &px);
+    return opt_int(has, px);
+}
+
+static PyObject *bc_top(BookCore *self, PyObject *arg)
+{
+    Py_ssize_t bi = PyLong_AsSsize_t(arg);
+    Book *b;
+    if ((bi == -1 && PyErr_Occurred()) || (b = book_at(self, bi)) == NULL)
+        return NULL;
+    PyObject *v[4];
+    for (int k = 0; k < 2; k++) {
+        int bid = 1 - k;                     /* (bid_px, bid_qty, ask_px, ask_qty) */
+        int64_t px;
+        int has = lv_best(b, bid, &px);
+        Slot *s = has ? hm_find(&b->lv[bid], (uint64_t)px) : NULL;
+        v[2 * k] = opt_int(has, px);
+        v[2 * k + 1] = opt_int(s != NULL, s ? s->qty : 0);
+    }
+    return Py_BuildValue("(NNNN)", v[0], v[1], v[2], v[3]);
+}
+
+static PyObject *bc_levels(BookCore *self, PyObject *args)
+{
+    Py_ssize_t bi;
+    int bid;
+    Book *b;
+    if (!PyArg_ParseTuple(args, "np", &bi, &bid) || (b = book_at(self, bi)) == NULL)
+        return NULL;
+    PyObject *d = PyDict_New();
+    HMap *lm = &b->lv[bid];
+    for (size_t i = 0; d != NULL && i < lm->cap; i++) {
+        if (!lm->s[i].used)
+            continue;
+        PyObject *k = PyLong_FromLongLong((int64_t)lm->s[i].key), *q = PyLong_FromLongLong(lm->s[i].qty);
+        if (k == NULL || q == NULL || PyDict_SetItem(d, k, q) < 0)
+            Py_CLEAR(d);
+        Py_XDECREF(k);
+        Py_XDECREF(q);
+    }
+    return d;
+}
+
+static PyObject *bc_level_change(BookCore *self, PyObject *args, int add)
+{
+    Py_ssize_t bi;
+    int bid;
+    long long px, qty;
+    Book *b;
+    if (!PyArg_ParseTuple(args, "npLL", &bi, &bid, &px, &qty) || (b = book_at(self, bi)) == NULL)
+        return NULL;
+    if ((add ? lv_add(b, bid, px, qty) : lv_remove(b, bid, px, qty)) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *bc_level_add(BookCore *self, PyObject *args) { return bc_level_change(self, args, 1); }
+static PyObject *bc_level_remove(BookCore *self, PyObject *args) { return bc_level_change(self, args, 0); }
+
+static PyObject *bc_volume(BookCore *self, PyObject *arg)
+{
+    Py_ssize_t bi = PyLong_AsSsize_t(arg);
+    Book *b;
+    if ((bi == -1 && PyErr_Occurred()) || (b = book_at(self, bi)) == NULL)
+        return NULL;
+    return PyLong_FromLongLong(b->volume);
+}
+
+static PyObject *bc_clear_book(BookCore *self, PyObject *arg)
+{
+    Py_ssize_t bi = PyLong_AsSsize_t(arg);
+    Book *b;
+    if ((bi == -1 && PyErr_Occurred()) || (b = book_at(self, bi)) == NULL)
+        return NULL;
+    for (int s = 0; s < 2; s++) {
+        hm_free(&b->lv[s], 0);
+        b->has_best[s] = b->dirty[s] = 0;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *bc_order_count(BookCore *self, PyObject *unused)
+{
+    return PyLong_FromSize_t(self->orders.n);
+}
+
+/* {ref: [is_bid, price, qty, book index, mpid or None]} */
+static PyObject *bc_orders(BookCore *self, PyObject *unused)
+{
+    PyObject *d = PyDict_New();
+    HMap *om = &self->orders;
+    for (size_t i = 0; d != NULL && i < om->cap; i++) {
+        Slot *o = &om->s[i];
+        if (!o->used)
+            continue;
+        PyObject *k = PyLong_FromUnsignedLongLong(o->key);
+        PyObject *v = Py_BuildValue("[OLLiO]", o->is_bid ? Py_True : Py_False, (long long)o->px,
+                                    (long long)o->qty, (int)o->book, o->mpid ? o->mpid : Py_None);
+        if (k == NULL || v == NULL || PyDict_SetItem(d, k, v) < 0)
+            Py_CLEAR(d);
+        Py_XDECREF(k);
+        Py_XDECREF(v);
+    }
+    return d;
+}
+
+/* {mpid: live orders} over the orders that carry one (no per-order objects built) */
+static PyObject *bc_mpid_counts(BookCore *self, PyObject *unused)
+{
+    PyObject *d = PyDict_New();
+    HMap *om = &self->orders;
+    for (size_t i = 0; d != NULL && i < om->cap; i++) {
+        PyObject *k = om->s[i].used ? om->s[i].mpid : NULL;
+        if (k == NULL)
+            continue;
+        PyObject *c = PyDict_GetItemWithError(d, k), *v = NULL;
+        if (c != NULL || !PyErr_Occurred())     /* the counts are our own small ints */
+            v = PyLong_FromLong(c ? PyLong_AsLong(c) + 1 : 1);
+        if (v == NULL || PyDict_SetItem(d, k, v) < 0)
+            Py_CLEAR(d);
+        Py_XDECREF(v);
+    }
+    return d;
+}
+
+static PyMethodDef bc_methods[] = {
+    {"mpid_counts", (PyCFunction)bc_mpid_counts, METH_NOARGS, "{mpid: live orders}"},
+    {"apply_many", (PyCFunction)(void (*)(void))bc_apply_many, METH_FASTCALL,
+     "apply_many(messages, book_for, on_other) -> number of messages"},
+    {"new_book", (PyCFunction)bc_new_book, METH_NOARGS, "a new empty book; returns its index"},
+    {"bind", (PyCFunction)bc_bind, METH_VARARGS, "bind(locate, book index)"},
+    {"best", (PyCFunction)bc_best, METH_VARARGS, "best(book, is_bid) -> price or None"},
+    {"top", (PyCFunction)bc_top, METH_O, "top(book) -> (bid_px, bid_qty, ask_px, ask_qty)"},
+    {"levels", (PyCFunction)bc_levels, METH_VARARGS, "levels(book, is_bid) -> {price: qty}"},
+    {"level_add", (PyCFunction)bc_level_add, METH_VARARGS, "level_add(book, is_bid, price, qty)"},
+    {"level_remove", (PyCFunction)bc_level_remove, METH_VARARGS, "level_remove(book, is_bid, price, qty)"},
+    {"volume", (PyCFunction)bc_volume, METH_O, "volume(book) -> executed shares"},
+    {"clear_book", (PyCFunction)bc_clear_book, METH_O, "clear_book(book): drop both sides' levels"},
+    {"order_count", (PyCFunction)bc_order_count, METH_NOARGS, "live orders"},
+    {"orders", (PyCFunction)bc_orders, METH_NOARGS, "{ref: [is_bid, price, qty, book, mpid]}"},
+    {NULL, NULL, 0, NULL},
+};
+
+HF_CORE_TYPE(BookCoreType, "ItchBookCore", BookCore, "ITCH 5.0 order book core: ItchBookCore(counters, field_indices)", bc);
+
+int hf_book_init(PyObject *module)
+{
+    return hf_add_type(module, &BookCoreType, "ItchBookCore");
+}
