@@ -15,7 +15,13 @@ def test_basic_monitoring_example(needs_kernel):
     with Lab(["hftpf-e-tx", "hftpf-e-rx"], [Link("hftpf-e-tx", "hft-e-tx0", "198.18.11.1/24", "hftpf-e-rx",
                                                  "hft-e-rx0", "198.18.11.2/24")]):
         def feed():
-            time.sleep(1.5)
+            # send once the example's probe is attached (a fixed sleep lost the race on a loaded VM)
+            from hft_packetfilter.kernel.loader import list_pinned
+
+            deadline = time.monotonic() + 30
+            while "hftpf-e-rx:hft-e-rx0" not in list_pinned() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)
             s = socket_in("hftpf-e-tx")
             for seq in range(1, 31):
                 s.sendto(moldudp64(b"EXLIVE0001", seq, 1), ("198.18.11.2", 9001))
