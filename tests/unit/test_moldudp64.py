@@ -130,9 +130,9 @@ def test_bounded_random_fuzz():
             raw[rng.randrange(len(raw))] = rng.randrange(256)
         if rng.random() < 0.3:
             raw = raw[:rng.randrange(len(raw) + 1)]
-        t0 = time.perf_counter()
+        t0 = time.thread_time()       # CPU time: a preempted test on a loaded VM is not a slow decoder
         for m in dec.feed(bytes(raw)):
             m.to_dict()
-        worst = max(worst, time.perf_counter() - t0)
+        worst = max(worst, time.thread_time() - t0)
         n += 1
     assert n > 100 and worst < 0.010
