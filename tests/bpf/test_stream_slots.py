@@ -1,6 +1,7 @@
 """Feed streams in array slots (hftpf_stream_slots) next to the hash (hftpf_streams), under
-BPF_PROG_TEST_RUN (root): each stream lives in one place, readers see each once, and a
-reconfiguration moves a stream's state between the two without losing or doubling it."""
+BPF_PROG_TEST_RUN (root): each stream lives in one place, readers see each once, the slot shortcut
+of the venue classification agrees with the host tables, and a reconfiguration moves a stream's
+state between the two without losing or doubling it."""
 import pytest
 
 from frames import moldudp64, udp4
@@ -69,6 +70,24 @@ def test_a_line_in_the_slot_b_line_in_the_hash(load):
     assert where(p) == {1: "slot", 9: "hash"}
     assert streams(p) == {1: (1, 3, 3, 0, 0), 9: (1, 4, 4, 1, 0)}
     assert venue_packets(p)[1] == 7
+
+
+def test_slot_shortcut_classifies_like_the_host_tables(load):
+    p = load(ONE)
+    send(p, OTHER, 1)            # the venue's port, not its host: no venue, no stream
+    assert venue_packets(p) == [1, 0, 0] and streams(p) == {}
+    p2 = load(SHARED)            # the port has two owners: no slot, the host tables decide
+    send(p2, OTHER, 1)
+    send(p2, A, 1)
+    assert venue_packets(p2) == [0, 1, 1]
+    assert where(p2) == {50: "hash", 1: "hash"}
+
+
+def test_source_port_of_another_venue_takes_the_host_tables(load):
+    p = load(ONE + f"""  - {{name: ALT, host: {SRC}, ports: [40000], protocol: ITCH/MoldUDP64}}
+""")
+    send(p, A, 1)                # ports name venues 1 and 2; A's host makes it venue 1 all the same
+    assert venue_packets(p) == [0, 1, 0] and where(p) == {1: "slot"}
 
 
 def test_reconfiguration_moves_a_stream_between_hash_and_slot(load):
