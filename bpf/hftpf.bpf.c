@@ -213,18 +213,41 @@ static __always_inline __s64 seq_delta(__u64 seq, __u64 expected, __u8 wide)
 	return (__s64)(__s32)((__u32)seq - (__u32)expected);
 }
 
-static __always_inline void track_feed(struct pkt_info *pi, struct cursor *c, __u32 venue, __u8 proto,
+static __always_inline int addr_eq(const __u8 *a, const __u8 *b)
+{
+	__u64 a0, a1, b0, b1;
+	__builtin_memcpy(&a0, a, 8);
+	__builtin_memcpy(&a1, a + 8, 8);
+	__builtin_memcpy(&b0, b, 8);
+	__builtin_memcpy(&b1, b + 8, 8);
+	return a0 == b0 && a1 == b1;
+}
+
+/* The state of a feed stream: the slot its port names when the slot holds this very stream (one
+ * inlined array lookup), else the hash (a port carrying several groups, sessions or units). */
+static __always_inline struct hftpf_stream_state *stream_of(struct hftpf_stream_key *key, __u32 slot)
+{
+	if (slot) {
+		struct hftpf_stream_state *ss = hftpf_stream_slots.lookup(&slot);
+		if (ss && ss->key.dport == key->dport && ss->key.venue == key->venue && ss->key.unit == key->unit &&
+		    addr_eq(ss->key.daddr, key->daddr))
+			return ss;
+	}
+	return hftpf_streams.lookup(key);
+}
+
+static __always_inline void track_feed(struct pkt_info *pi, struct cursor *c, __u32 venue, __u8 proto, __u32 slot,
 				       __u64 now, __s64 tai_minus_utc, __s64 midnight_ns, struct hftpf_probe_stats *ps)
 {
 	struct feed_hdr f = {};
 	if (peek_feed(c, proto, &f) < 0)
 		return;
-	struct hftpf_stream_key key = {};
+	struct hftpf_stream_key key __attribute__((aligned(8))) = {};
 	__builtin_memcpy(key.daddr, pi->daddr, 16);
 	key.dport = pi->dport;
 	key.venue = venue;
 	key.unit = f.unit;
-	struct hftpf_stream_state *st = hftpf_streams.lookup(&key);
+	struct hftpf_stream_state *st = stream_of(&key, slot);
 	if (!st) {
 		/* the state is ~1 KiB, more than the BPF stack: insert from an all-zero map value */
 		__u32 zero = 0;
@@ -486,6 +509,7 @@ struct classified {
 	__u32 mode;
 	__s64 tai_minus_utc;
 	struct hftpf_port_info *dport_info;
+	__u32 stream_slot;
 };
 
 /* Parse and classify one frame. Leaves the cursor at the L4 payload for TCP/UDP. */
@@ -536,6 +560,21 @@ static __always_inline void classify(struct cursor *c, void *data, struct pkt_in
 	k->dport_info = dpi;
 	__u64 dports = dpi ? dpi->venue_mask : 0;
 	__u64 ports = dports | (spi ? spi->venue_mask : 0);
+	k->stream_slot = dpi ? dpi->stream_slot : 0;
+	if (k->stream_slot && !(ports & (ports - 1))) {
+		/* A feed port with a stream slot whose key names the venue's own host: when the packet goes
+		 * to that host and the ports name no other venue, that venue is the answer whatever the host
+		 * tables say (the agent writes a slot's key only with one of its venue's exact hosts), so
+		 * the ~30 ns host lookup is not needed. */
+		__u32 slot = k->stream_slot;
+		struct hftpf_stream_state *ss = hftpf_stream_slots.lookup(&slot);
+		__u32 v = ss ? ss->key.venue : 0;
+		if (v && v <= HFTPF_MAX_VENUES && ports == 1ULL << (v - 1) && addr_eq(ss->key.daddr, pi->daddr)) {
+			k->venue = v;
+			k->cls = HFTPF_PKT_VENUE;
+			return;
+		}
+	}
 	if (ports) {
 		/* The venue is the lowest bit of ports & (hosts of saddr | hosts of daddr). Each host lookup
 		 * costs ~30 ns, so look up first the address beside the venue port (a feed's group, the
@@ -660,6 +699,7 @@ out:
 			sc->observe = observe && verdict == HFTPF_VERDICT_PASS;
 			sc->conn = conn;
 			sc->verdict = verdict;
+			sc->stream_slot = k.stream_slot;
 			hftpf_progs.call(ctx, HFTPF_TAIL_XDP_OBSERVE);
 		}
 	}
@@ -697,7 +737,7 @@ int hftpf_xdp_observe(struct xdp_md *ctx)
 			struct cursor c = { .pos = data + off, .end = data_end, .start = data,
 					    .frame_len = data_end - data };
 			if (c.pos <= c.end)
-				track_feed(&pi, &c, venue, vi->seq_proto, now, sc->tai_minus_utc, vi->midnight_ns, ps);
+				track_feed(&pi, &c, venue, vi->seq_proto, sc->stream_slot, now, sc->tai_minus_utc, vi->midnight_ns, ps);
 		}
 		if (vi->flags & HFTPF_VENUE_PAYLOADS)
 			payload_event(ctx, 1, &pi, venue, HFTPF_DIR_INGRESS, now, ps);

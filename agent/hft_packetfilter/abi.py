@@ -12,10 +12,11 @@ import ipaddress
 import struct
 from typing import Union
 
-ABI_VERSION = 4
+ABI_VERSION = 5
 MAX_VENUES = 63
 V4_MAPPED_PREFIX = 96
 PORT_INDEX_SIZE = 2 * 65536
+STREAM_SLOTS = 256
 VENUE_NAME_LEN = 32
 IFNAME_LEN = 16
 ALLOW_MAX_PER_PREFIX = 16
@@ -45,6 +46,7 @@ MAP_ALLOW_HOST = "hftpf_allow_host"
 MAP_RULE_STATS = "hftpf_rule_stats"
 MAP_DROP_STATS = "hftpf_drop_stats"
 MAP_STREAMS = "hftpf_streams"
+MAP_STREAM_SLOTS = "hftpf_stream_slots"
 MAP_RTT_PENDING = "hftpf_rtt_pending"
 MAP_RTT_HIST = "hftpf_rtt_hist"
 MAP_VENUE_TX = "hftpf_venue_tx"
@@ -61,7 +63,7 @@ PROG_TC = "hftpf_tc_egress"
 # Every map the loader pins, in a stable order (pin names == map names).
 PINNED_MAPS = (MAP_META, MAP_CONFIG, MAP_VENUE_HOSTS, MAP_VENUE_HOST, MAP_VENUE_PORTS, MAP_VENUE_INFO,
                MAP_VENUE_STATS, MAP_VERDICT_STATS, MAP_PKT_STATS, MAP_ALLOW_SRC, MAP_ALLOW_HOST,
-               MAP_RULE_STATS, MAP_DROP_STATS, MAP_STREAMS, MAP_RTT_PENDING, MAP_RTT_HIST, MAP_VENUE_TX,
+               MAP_RULE_STATS, MAP_DROP_STATS, MAP_STREAMS, MAP_STREAM_SLOTS, MAP_RTT_PENDING, MAP_RTT_HIST, MAP_VENUE_TX,
                MAP_PROBE_STATS, MAP_AGENT_STATS, MAP_KILL, MAP_KILL_FLOWS, MAP_HALF_OPEN, "hftpf_events",
                "hftpf_progs")
 
@@ -183,7 +185,7 @@ class VenueSet(ctypes.Structure):
 
 
 class PortInfo(ctypes.Structure):
-    _fields_ = [("venue_mask", u64), ("flags", u32), ("pad0", u32)]
+    _fields_ = [("venue_mask", u64), ("flags", u32), ("stream_slot", u32)]
 
 
 class AllowEntry(ctypes.Structure):
@@ -222,7 +224,7 @@ class StreamState(ctypes.Structure):
                 ("out_of_order", u64), ("resets", u64), ("heartbeats", u64), ("first_ts_ns", u64),
                 ("last_ts_ns", u64), ("burst", u64), ("reserved0", u64), ("peak_ms_packets", u64),
                 ("session_lo", u64), ("session_hi", u16), ("seq_proto", u8), ("pad0", u8 * 5),
-                ("lat_negative", u64), ("lat", Hist)]
+                ("lat_negative", u64), ("lat", Hist), ("key", StreamKey), ("pad1", u32)]
 
 
 class RttKey(ctypes.Structure):
@@ -348,6 +350,7 @@ MAP_TYPES = {
     MAP_RULE_STATS: (u32, RuleCounter),
     MAP_DROP_STATS: (u32, DropCounter),
     MAP_STREAMS: (StreamKey, StreamState),
+    MAP_STREAM_SLOTS: (u32, StreamState),
     MAP_RTT_PENDING: (RttKey, RttVal),
     MAP_RTT_HIST: (u32, Hist),
     MAP_VENUE_TX: (u32, Counter),
@@ -377,6 +380,11 @@ def lpm_key(net: Network) -> LpmKey:
         return LpmKey.from_buffer_copy(_V4_KEY.pack(V4_MAPPED_PREFIX + net.prefixlen, _V4_MAPPED,
                                                     net.network_address.packed))
     return LpmKey.from_buffer_copy(_V6_KEY.pack(net.prefixlen, net.network_address.packed))
+
+
+def addr_bytes(a: Union[ipaddress.IPv4Address, ipaddress.IPv6Address]) -> bytes:
+    """struct hftpf_addr: IPv6 as is, IPv4 v4-mapped, network order."""
+    return _V4_MAPPED + a.packed if a.version == 4 else a.packed
 
 
 _V4_MAPPED = bytes(10) + b"\xff\xff"

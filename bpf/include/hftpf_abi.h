@@ -17,7 +17,7 @@
 #ifndef HFTPF_ABI_H
 #define HFTPF_ABI_H
 
-#define HFTPF_ABI_VERSION 4
+#define HFTPF_ABI_VERSION 5
 
 /* Venue ids are 1..HFTPF_MAX_VENUES; 0 means "no venue" and indexes the unclassified counters.
  * Venue sets are u64 bit masks with bit (id - 1) set, hence at most 63 venues (bit 63 is kept free
@@ -29,6 +29,11 @@
 
 /* hftpf_venue_ports is an array indexed by (transport << 16) | port (port in host order). */
 #define HFTPF_PORT_INDEX_SIZE (2 * 65536)
+
+/* hftpf_stream_slots: array-indexed feed streams, one per UDP feed port the agent can name a single
+ * stream for (one venue, its first exact host as the group, unit 0); slot 0 means "none". An array
+ * lookup here is inlined, a hash lookup of the 20-byte stream key costs ~35 ns (tools/bench/probe_cost.py). */
+#define HFTPF_STREAM_SLOTS 256
 
 #define HFTPF_VENUE_NAME_LEN 32
 #define HFTPF_IFNAME_LEN 16
@@ -81,6 +86,7 @@
 #define HFTPF_MAP_RULE_STATS    "hftpf_rule_stats"    /* percpu array[max_rules] of hftpf_rule_counter */
 #define HFTPF_MAP_DROP_STATS    "hftpf_drop_stats"    /* percpu array[HFTPF_REASON_MAX] of hftpf_drop_counter */
 #define HFTPF_MAP_STREAMS       "hftpf_streams"       /* hash: hftpf_stream_key -> hftpf_stream_state (spin-locked) */
+#define HFTPF_MAP_STREAM_SLOTS  "hftpf_stream_slots"  /* array[HFTPF_STREAM_SLOTS] of hftpf_stream_state, key inside */
 #define HFTPF_MAP_RTT_PENDING   "hftpf_rtt_pending"   /* hash: hftpf_rtt_key -> hftpf_rtt_val (egress stamps) */
 #define HFTPF_MAP_RTT_HIST      "hftpf_rtt_hist"      /* percpu array[HFTPF_MAX_VENUES + 1] of hftpf_hist */
 #define HFTPF_MAP_VENUE_TX      "hftpf_venue_tx"      /* percpu array[HFTPF_MAX_VENUES + 1] of hftpf_counter (egress) */
@@ -210,7 +216,8 @@ struct hftpf_venue_set {
 struct hftpf_port_info {
 	__u64 venue_mask;      /* venues using this port (as source or destination port) */
 	__u32 flags;           /* HFTPF_PORT_* */
-	__u32 pad0;
+	__u32 stream_slot;     /* index into hftpf_stream_slots of this feed port's stream, 0 = none: the
+				* slot's key is written before the index is published here */
 };                             /* 16 bytes */
 
 /* One allow-list entry; proto is an IP protocol number (6 TCP, 17 UDP) or 0 for any. */
@@ -258,7 +265,10 @@ struct hftpf_hist {
 };                             /* 920 bytes */
 
 /* A feed stream: one venue's packets to one destination (group) address and port, and PITCH unit.
- * A and B lines of one feed are two streams (different groups); user space arbitrates them. */
+ * A and B lines of one feed are two streams (different groups); user space arbitrates them.
+ * A stream lives in exactly one place: the slot its port names in hftpf_stream_slots when the slot's
+ * key is this key, else hftpf_streams. The agent moves a stream's state between the two when it
+ * assigns or withdraws a slot; readers take the union. */
 struct hftpf_stream_key {
 	__u8  daddr[16];       /* destination address, v4-mapped for IPv4, network order */
 	__u16 dport;           /* host order */
@@ -295,6 +305,10 @@ struct hftpf_stream_state {
 	__u64 lat_negative;    /* exchange timestamp later than ours (clock skew) */
 	struct hftpf_hist lat; /* kernel ts - exchange send time, ns: MDP3 SendingTime and NYSE XDP send time
 				* (TAI clock only), ITCH first-message timestamp (from hftpf_venue_info.midnight_ns) */
+	struct hftpf_stream_key key; /* hftpf_stream_slots: the stream the agent gave the slot to (venue 0 =
+				* free); written by the agent only, last in the value so its cache line stays
+				* clean. Zero in hftpf_streams, whose map key says. */
+	__u32 pad1;
 };
 
 #define HFTPF_STREAM_STARTED 0x1

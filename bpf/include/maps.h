@@ -55,6 +55,7 @@ BPF_PERCPU_ARRAY(hftpf_drop_stats, struct hftpf_drop_counter, HFTPF_REASON_MAX);
 /* Shared (not per-CPU), atomics and a spin lock: one feed's packets can arrive on every CPU (RSS), and
  * the sequence check must see them in one order. */
 BPF_HASH(hftpf_streams, struct hftpf_stream_key, struct hftpf_stream_state, HFTPF_MAX_STREAMS);
+BPF_ARRAY(hftpf_stream_slots, struct hftpf_stream_state, HFTPF_STREAM_SLOTS);
 /* Never written: the all-zero insert template for hftpf_streams. Raw bytes, because the verifier
  * forbids handing a helper a map value whose type holds a bpf_spin_lock. */
 struct hftpf_stream_blob {
@@ -84,7 +85,7 @@ struct hftpf_scratch {
 	__u32 observe;         /* 1: a venue packet that passes (feed / order-entry observation) */
 	__u32 conn;            /* 1 + enum hftpf_conn_kind: report a connection-setup packet; 0: none */
 	__u32 verdict;         /* the verdict hftpf_xdp decided: the observer returns it */
-	__u32 pad0;
+	__u32 stream_slot;     /* hftpf_port_info.stream_slot of the destination port (0 = none) */
 };
 BPF_PERCPU_ARRAY(hftpf_scratch, struct hftpf_scratch, 1);
 

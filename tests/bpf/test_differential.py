@@ -55,7 +55,7 @@ def kernel_run(cfg, frames):
                 p.test_run(f)
         venues = p.maps.counters(abi.MAP_VENUE_STATS, abi.MAX_VENUES + 1)
         streams = {}
-        for k, st in p.maps.m[abi.MAP_STREAMS].items_batch(256):
+        for k, st in p.maps.streams():
             v = streams.setdefault(k.venue, [0, 0, 0, 0])
             v[0] += st.packets
             v[1] += st.gaps

@@ -37,7 +37,7 @@ def send(p, group, port, payload):
 
 
 def stream(p, venue_id, port, unit=0):
-    for k, st in p.maps.m[abi.MAP_STREAMS].items_batch(64):
+    for k, st in p.maps.streams():
         if k.venue == venue_id and k.dport == port and k.unit == unit:
             return st
     raise AssertionError(f"no stream for venue {venue_id} port {port} unit {unit}")
@@ -128,7 +128,7 @@ def test_nyse_xdp_heartbeat_and_reset(probe):
 
 def test_truncated_feed_header_counted_not_tracked(probe):
     send(probe, "233.252.0.1", 26400, b"SHORT")
-    assert not any(k.dport == 26400 for k, _ in probe.maps.m[abi.MAP_STREAMS].items_batch(64))
+    assert not any(k.dport == 26400 for k, _ in probe.maps.streams())
 
 
 def itch_msg(ts_ns: int, length: int = 12) -> bytes:

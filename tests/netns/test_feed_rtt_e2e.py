@@ -49,7 +49,7 @@ def attach(cfg_text=CFG, extra=None):
 def stream_of(p, port):
     from hft_packetfilter import abi
 
-    for k, st in p.maps.m[abi.MAP_STREAMS].items_batch(64):
+    for k, st in p.maps.streams():
         if k.dport == port:
             return st
     raise AssertionError("stream not tracked")

@@ -29,10 +29,11 @@ def _c_program() -> str:
             lines.append(f'printf("E {prefix}{member.name} %d\\n", (int){prefix}{member.name});')
     for const in ("ABI_VERSION", "MAX_VENUES", "V4_MAPPED_PREFIX", "PORT_INDEX_SIZE", "VENUE_NAME_LEN",
                   "IFNAME_LEN", "ALLOW_MAX_PER_PREFIX", "FIRST_USER_RULE", "PORT_PROTECTED", "PTP_EVENT_PORT",
-                  "PTP_GENERAL_PORT", "CFG_VENUE_TRIE", "CFG_ALLOW_TRIE", "HIST_BUCKETS", "CFG_KILL_FLOWS", "VENUE_PAYLOADS"):
+                  "PTP_GENERAL_PORT", "CFG_VENUE_TRIE", "CFG_ALLOW_TRIE", "HIST_BUCKETS", "CFG_KILL_FLOWS", "VENUE_PAYLOADS",
+                  "STREAM_SLOTS"):
         lines.append(f'printf("C {const} %d\\n", (int)HFTPF_{const});')
     for m in ("META", "VENUE_HOSTS", "VENUE_HOST", "VENUE_PORTS", "VENUE_INFO", "VENUE_STATS", "VERDICT_STATS", "PKT_STATS",
-              "CONFIG", "ALLOW_SRC", "ALLOW_HOST", "RULE_STATS", "DROP_STATS", "STREAMS", "RTT_PENDING", "RTT_HIST",
+              "CONFIG", "ALLOW_SRC", "ALLOW_HOST", "RULE_STATS", "DROP_STATS", "STREAMS", "STREAM_SLOTS", "RTT_PENDING", "RTT_HIST",
               "VENUE_TX", "PROBE_STATS", "AGENT_STATS", "EVENTS", "KILL", "KILL_FLOWS", "HALF_OPEN"):
         lines.append(f'printf("M MAP_{m} %s\\n", HFTPF_MAP_{m});')
     for prog in ("XDP", "XDP_OBSERVE", "TC"):

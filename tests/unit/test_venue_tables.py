@@ -66,3 +66,22 @@ def test_random_packets_match_the_rule():
         tr = rnd.choice([abi.Transport.TCP, abi.Transport.UDP])
         assert kernel_model(hosts, ports, tr, src, dst, sport, dport) == \
             direct_rule(cfg.exchanges, tr, src, dst, sport, dport), (tr, src, dst, sport, dport)
+
+
+def test_stream_slot_keys_one_per_port_owned_by_one_tracked_venue():
+    from hft_packetfilter.kernel.loader import stream_slot_keys
+
+    cfg = config.loads("""
+exchanges:
+  - {name: AB, hosts: [233.252.0.1, 233.252.0.9], ports: [26400, 26401], protocol: ITCH/MoldUDP64}
+  - {name: SHARE, host: 233.252.0.2, ports: [26401], protocol: ITCH/MoldUDP64}
+  - {name: PFX, host: 233.252.1.0/24, ports: [26402], protocol: ITCH/MoldUDP64}
+  - {name: V6, host: "ff3e::1234", ports: [14310], protocol: MDP3/UDP}
+  - {name: FIX, host: 10.1.2.3, ports: [26403], protocol: FIX/TCP}
+""")
+    keys = stream_slot_keys(cfg.exchanges)
+    got = {idx: (k.venue, k.dport, k.unit, ipaddress.IPv6Address(bytes(k.daddr))) for idx, k in keys.items()}
+    assert got == {
+        abi.port_index(abi.Transport.UDP, 26400): (1, 26400, 0, ipaddress.IPv6Address("::ffff:233.252.0.1")),
+        abi.port_index(abi.Transport.UDP, 14310): (4, 14310, 0, ipaddress.IPv6Address("ff3e::1234")),
+    }

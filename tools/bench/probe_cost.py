@@ -141,7 +141,7 @@ exchanges:
 def stream_state(p, port):
     from hft_packetfilter import abi
 
-    for k, st in p.maps.m[abi.MAP_STREAMS].items_batch(64):
+    for k, st in p.maps.streams():
         if k.dport == port:
             return st
     sys.exit(f"probe_cost bench: no stream for port {port}")

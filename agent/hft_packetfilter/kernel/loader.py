@@ -234,6 +234,28 @@ def venue_tables(exchanges) -> tuple:
     return hosts, ports, infos
 
 
+def stream_slot_keys(exchanges) -> Dict[int, abi.StreamKey]:
+    """UDP port index -> the one feed stream the kernel keeps in an array slot for that port (see
+    HFTPF_STREAM_SLOTS): the port belongs to exactly one sequence-tracked venue with an exact host,
+    and the stream is that venue's first exact host (its group), unit 0. Any other stream on the port
+    (a B line, a PITCH unit) stays in the hash."""
+    owners: Dict[int, List[int]] = {}
+    for i, ex in enumerate(exchanges, start=1):
+        if ex.transport == "udp":
+            for p in set(ex.ports):
+                owners.setdefault(p, []).append(i)
+    out: Dict[int, abi.StreamKey] = {}
+    for p, vids in sorted(owners.items()):
+        ex = exchanges[vids[0] - 1]
+        group = next((n for n in ex.hosts if n.prefixlen == n.max_prefixlen), None)
+        if len(vids) != 1 or group is None or not SEQ_PROTOS.get(ex.protocol):
+            continue
+        key = abi.StreamKey(dport=p, venue=vids[0], unit=0)
+        key.daddr[:] = list(abi.addr_bytes(group.network_address))
+        out[abi.port_index(abi.Transport.UDP, p)] = key
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------
 # the probe
 

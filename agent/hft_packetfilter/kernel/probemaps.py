@@ -178,7 +178,7 @@ class ProbeMaps:
         stale entries). `clock`: the probe's (enum hftpf_clock), for venues' midnights; by default
         the meta record's, and none before the meta is written. Returns counts of what was
         written/removed."""
-        from .loader import venue_tables  # venue classification tables (pure)
+        from .loader import stream_slot_keys, venue_tables  # venue classification tables (pure)
 
         ruleset = ruleset or al.RuleSet()
         for r in ruleset.rules:
@@ -218,19 +218,24 @@ class ProbeMaps:
         # their entries go (step 4)
         self._set_flags((abi.CFG_VENUE_TRIE if vtrie else 0) | (abi.CFG_ALLOW_TRIE if trie_kv else 0),
                         abi.CFG_VENUE_TRIE | abi.CFG_ALLOW_TRIE)
-        # 3. port table: venue masks and protection flags
+        # 3. port table: venue masks, protection flags, stream slots (a slot's key is written before
+        # its index is published, and a withdrawn slot is emptied only after it is unpublished)
+        pm = self.m[abi.MAP_VENUE_PORTS]
+        current = {} if fresh else {k.value: v for k, v in pm.items_batch(16384)
+                                    if v.venue_mask or v.flags or v.stream_slot}
+        slots, moved_in = self._assign_stream_slots(stream_slot_keys(exchanges), current)
         want: Dict[int, abi.PortInfo] = {}
         for idx in set(ports) | set(protected):
             want[idx] = abi.PortInfo(venue_mask=ports.get(idx, 0),
-                                     flags=abi.PORT_PROTECTED if protected.get(idx) else 0)
-        pm = self.m[abi.MAP_VENUE_PORTS]
-        current = {} if fresh else {k.value: v for k, v in pm.items_batch(16384) if v.venue_mask or v.flags}
+                                     flags=abi.PORT_PROTECTED if protected.get(idx) else 0,
+                                     stream_slot=slots.get(idx, 0))
         for idx, v in want.items():
             cur = current.get(idx)
-            if cur is None or (cur.venue_mask, cur.flags) != (v.venue_mask, v.flags):
+            if cur is None or (cur.venue_mask, cur.flags, cur.stream_slot) != (v.venue_mask, v.flags, v.stream_slot):
                 pm.update(idx, v)
         for idx in set(current) - set(want):
             pm.update(idx, abi.PortInfo())
+        self._settle_stream_slots(moved_in, {v.stream_slot for v in current.values()} - set(slots.values()))
         # 4. only now drop allow prefixes that no longer exist
         removed = 0
         if not fresh:
@@ -244,7 +249,64 @@ class ProbeMaps:
         return {"allow_prefixes": len(chains), "allow_removed": removed, "protected_ports": len(protected),
                 "venues": len(infos)}
 
+    def _assign_stream_slots(self, keys: Dict[int, abi.StreamKey],
+                             current: Dict[int, abi.PortInfo]) -> Tuple[Dict[int, int], List[abi.StreamKey]]:
+        """Port index -> slot for each stream in keys (see stream_slot_keys): a port keeps its slot
+        while the slot still holds its stream; a new slot is one no port names now, written with its
+        key and with the state the stream had in hftpf_streams, if any (deleted from there once the
+        slot is published: the keys returned). Ports beyond HFTPF_STREAM_SLOTS get none."""
+        sm = self.m[abi.MAP_STREAM_SLOTS]
+        out: Dict[int, int] = {}
+        for idx, key in keys.items():
+            slot = current[idx].stream_slot if idx in current else 0
+            if slot and bytes(sm.lookup(slot).key) == bytes(key):
+                out[idx] = slot
+        busy = set(out.values()) | {v.stream_slot for v in current.values()}
+        free = (s for s in range(1, abi.STREAM_SLOTS) if s not in busy)
+        moved_in = []
+        for idx, key in keys.items():
+            if idx in out:
+                continue
+            slot = next(free, 0)
+            if not slot:
+                break
+            st = self.m[abi.MAP_STREAMS].lookup(key)
+            if st is not None:
+                moved_in.append(key)
+            st = st or abi.StreamState()
+            st.key = key
+            sm.update(slot, st)
+            out[idx] = slot
+        return out, moved_in
+
+    def _settle_stream_slots(self, moved_in: List[abi.StreamKey], withdrawn: Iterable[int]) -> None:
+        """After the port table no longer names them: withdrawn slots hand a stream they tracked to
+        hftpf_streams (unless the kernel already started one there) and are emptied; streams copied
+        into new slots leave the hash. Packets counted in the old place while this runs are lost to
+        the counters (a reconfiguration, not the data path)."""
+        sm, hm = self.m[abi.MAP_STREAM_SLOTS], self.m[abi.MAP_STREAMS]
+        for key in moved_in:
+            hm.delete(key)
+        for slot in withdrawn:
+            if not slot:
+                continue
+            st = sm.lookup(slot)
+            if st is not None and st.key.venue and st.packets and hm.lookup(st.key) is None:
+                key = abi.StreamKey.from_buffer_copy(bytes(st.key))
+                st.key = abi.StreamKey()
+                hm.update(key, st)
+            sm.update(slot, abi.StreamState())
+
     # -- reading --------------------------------------------------------------------------------------
+    def streams(self) -> List[Tuple[abi.StreamKey, abi.StreamState]]:
+        """Every feed stream the kernel tracks, once each: those in hftpf_streams and those in a slot
+        (hftpf_stream_slots) that has seen a packet."""
+        out = list(self.m[abi.MAP_STREAMS].items_batch(1024))
+        for _, st in self.m[abi.MAP_STREAM_SLOTS].items_batch(abi.STREAM_SLOTS):
+            if st.key.venue and st.packets:
+                out.append((abi.StreamKey.from_buffer_copy(bytes(st.key)), st))
+        return out
+
     def venue_infos(self, nvenues: int) -> Dict[int, abi.VenueInfo]:
         return {vid: self.m[abi.MAP_VENUE_INFO].lookup(vid) for vid in range(1, nvenues + 1)}
 

@@ -123,7 +123,7 @@ def _addr_text(raw: bytes) -> str:
 def stream_status(maps: ProbeMaps, names: Dict[int, str], clock: str) -> Dict[str, Dict[str, object]]:
     """Every feed stream the kernel tracks: `<venue>:<group>:<port>[/unit]` -> counters."""
     out: Dict[str, Dict[str, object]] = {}
-    for key, st in maps.m[abi.MAP_STREAMS].items_batch(1024):
+    for key, st in maps.streams():
         venue = names.get(key.venue, f"venue{key.venue}")
         name = f"{venue}:{_addr_text(key.daddr)}:{key.dport}" + (f"/u{key.unit}" if key.unit else "")
         lat = (st.lat.count, st.lat.sum_ns, list(st.lat.bucket))

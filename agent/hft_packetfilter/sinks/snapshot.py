@@ -107,7 +107,7 @@ def raw_histograms(pin_dir: str) -> Dict[str, Dict[str, Dict[str, Any]]]:
         rtt = maps.histograms(abi.MAP_RTT_HIST, meta.nvenues + 1)
         out: Dict[str, Dict[str, Dict[str, Any]]] = {
             "rtt": {names[vid]: _hist(*rtt[vid]) for vid in names}, "feed_latency": {}}
-        for key, st in maps.m[abi.MAP_STREAMS].items_batch(1024):
+        for key, st in maps.streams():
             venue = names.get(key.venue, f"venue{key.venue}")
             name = f"{venue}:{_addr_text(key.daddr)}:{key.dport}" + (f"/u{key.unit}" if key.unit else "")
             out["feed_latency"][name] = _hist(st.lat.count, st.lat.sum_ns, st.lat.bucket)
