@@ -66,12 +66,12 @@ def timed_feed(decoder, data: bytes, limit_s: float = 0.01):
     decoder state to tell a scheduler hiccup on a shared core from a slow path)."""
     import time
 
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     out = decoder.feed(data)
-    if time.perf_counter() - t0 >= limit_s:
-        t0 = time.perf_counter()
+    if time.thread_time() - t0 >= limit_s:
+        t0 = time.thread_time()
         decoder.feed(data)
-        assert time.perf_counter() - t0 < limit_s, f"feeding {len(data)} bytes took too long"
+        assert time.thread_time() - t0 < limit_s, f"feeding {len(data)} bytes took too long"
     assert isinstance(out, list)
     for m in out:
         m.to_dict()

@@ -150,9 +150,9 @@ def _all_values_safe(d):
 @given(st.binary(max_size=200))
 def test_random_bytes_never_raise(data):
     dec = ITCH50Decoder()
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     out = dec.feed(data)
-    assert time.perf_counter() - t0 < 0.010
+    assert time.thread_time() - t0 < 0.010
     for m in out:
         _all_values_safe(m.to_dict())
 
@@ -167,9 +167,9 @@ def test_truncate_and_flip(i, data):
     flipped[pos] ^= data.draw(st.integers(1, 255))
     for sample in (raw[:cut], bytes(flipped)):
         dec = ITCH50Decoder()
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         dec.feed(sample)
-        assert time.perf_counter() - t0 < 0.010
+        assert time.thread_time() - t0 < 0.010
 
 
 def test_bounded_random_fuzz():
@@ -187,9 +187,9 @@ def test_bounded_random_fuzz():
             blk = blk[:rng.randrange(len(blk) + 1)]
         if rng.random() < 0.1:
             blk = bytearray(rng.randbytes(rng.randrange(300)))
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         for m in dec.feed(bytes(blk)):
             m.to_dict()
-        worst = max(worst, time.perf_counter() - t0)
+        worst = max(worst, time.thread_time() - t0)
         n += 1
     assert n > 100 and worst < 0.010

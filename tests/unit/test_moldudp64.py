@@ -94,10 +94,10 @@ def test_sequence_gaps_and_duplicates():
 @given(st.binary(max_size=120))
 def test_random_bytes_never_raise(data):
     dec = MoldUDP64Decoder()
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     for m in dec.feed(data):
         m.to_dict()
-    assert time.perf_counter() - t0 < 0.010
+    assert time.thread_time() - t0 < 0.010
 
 
 @settings(max_examples=200, deadline=None)
@@ -110,9 +110,9 @@ def test_truncate_and_flip(data):
     flipped[pos] ^= data.draw(st.integers(1, 255))
     for sample in (raw[:cut], bytes(flipped)):
         dec = MoldUDP64Decoder()
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         out = dec.feed(sample)
-        assert time.perf_counter() - t0 < 0.010
+        assert time.thread_time() - t0 < 0.010
         if sample != raw:
             assert len(out) <= 3 or all(isinstance(m, MoldPacket) for m in out)
 

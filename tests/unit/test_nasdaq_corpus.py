@@ -313,9 +313,9 @@ def test_truncate_every_sample_at_every_offset():
         full = _decoder(kind).feed(payload)
         for cut in range(len(payload)):
             dec = _decoder(kind)
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             out = dec.feed(payload[:cut])
-            worst = max(worst, time.perf_counter() - t0)
+            worst = max(worst, time.thread_time() - t0)
             for m in out:
                 m.to_dict()
             if kind == "udp":
@@ -337,7 +337,7 @@ def test_flip_random_bytes_in_real_samples(i, data):
     for _ in range(data.draw(st.integers(1, 4))):
         buf[data.draw(st.integers(0, len(buf) - 1))] ^= data.draw(st.integers(1, 255))
     dec = _decoder(kind)
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     for m in dec.feed(bytes(buf)):
         m.to_dict()
-    assert time.perf_counter() - t0 < 0.010
+    assert time.thread_time() - t0 < 0.010

@@ -162,10 +162,10 @@ def test_rejects():
 @given(st.sampled_from(["in", "out"]), st.binary(max_size=120))
 def test_random_bytes_never_raise(direction, data):
     dec = OuchDecoder(direction)
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     for m in dec.feed(data):
         m.to_dict()
-    assert time.perf_counter() - t0 < 0.010
+    assert time.thread_time() - t0 < 0.010
 
 
 @settings(max_examples=300, deadline=None)
@@ -178,10 +178,10 @@ def test_truncate_and_flip(i, data):
     flipped[pos] ^= data.draw(st.integers(1, 255))
     for sample in (raw[:cut], bytes(flipped)):
         dec = OuchDecoder(direction)
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         for m in dec.feed(sample):
             m.to_dict()
-        assert time.perf_counter() - t0 < 0.010
+        assert time.thread_time() - t0 < 0.010
     if cut < len(raw):
         assert OuchDecoder(direction, ver).feed(raw[:cut]) == [] or ROWS[i][2] in "Q"
 
@@ -198,9 +198,9 @@ def test_bounded_random_fuzz():
             raw[rng.randrange(len(raw))] = rng.randrange(256)
         if rng.random() < 0.3:
             raw = raw[:rng.randrange(len(raw) + 1)]
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         for m in decs[direction].feed(bytes(raw)):
             m.to_dict()
-        worst = max(worst, time.perf_counter() - t0)
+        worst = max(worst, time.thread_time() - t0)
         n += 1
     assert n > 100 and worst < 0.010

@@ -98,10 +98,10 @@ def test_bad_payload_and_bad_length_keep_framing():
 def test_random_chunks_never_raise(chunks):
     dec = SoupBinTCPDecoder()
     for c in chunks:
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         for m in dec.feed(c):
             m.to_dict()
-        assert time.perf_counter() - t0 < 0.010
+        assert time.thread_time() - t0 < 0.010
 
 
 @settings(max_examples=200, deadline=None)
@@ -113,10 +113,10 @@ def test_truncate_and_flip(stream, data):
     flipped[pos] ^= data.draw(st.integers(1, 255))
     for sample in (stream[:cut], bytes(flipped)):
         dec = SoupBinTCPDecoder()
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         for m in dec.feed(sample):
             m.to_dict()
-        assert time.perf_counter() - t0 < 0.010
+        assert time.thread_time() - t0 < 0.010
     # a clean stream after a damaged one still decodes: the decoder resynchronises
     dec = SoupBinTCPDecoder()
     dec.feed(bytes(flipped))
@@ -138,10 +138,10 @@ def test_bounded_random_fuzz():
         i = 0
         while i < len(s):
             j = i + rng.randint(1, 100)
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             for m in dec.feed(bytes(s[i:j])):
                 m.to_dict()
-            worst = max(worst, time.perf_counter() - t0)
+            worst = max(worst, time.thread_time() - t0)
             i = j
         n += 1
     assert n > 50 and worst < 0.010
