@@ -46,10 +46,10 @@ static PyObject *item(PyObject *msg, Py_ssize_t i)
 
 static PyObject *ts48(PyObject *msg)
 {
-    PyObject *hi = item(msg, 2), *lo = hi ? item(msg, 3) : NULL;
-    if (lo == NULL)
+    PyObject *hi = item(msg, 2), *lo = PyTuple_GET_SIZE(msg) > 3 ? PyTuple_GET_ITEM(msg, 3) : NULL;
+    if (hi == NULL)
         return NULL;
-    if (PyLong_CheckExact(hi) && PyLong_CheckExact(lo)) {
+    if (lo != NULL && PyLong_CheckExact(hi) && PyLong_CheckExact(lo)) {
         int ofh, ofl;
         long long h = PyLong_AsLongLongAndOverflow(hi, &ofh), l = PyLong_AsLongLongAndOverflow(lo, &ofl);
         if (!ofh && !ofl && h >= 0 && h <= 0xFFFF && l >= 0 && l <= 0xFFFFFFFFLL)   /* the decoded range */
@@ -57,10 +57,11 @@ static PyObject *ts48(PyObject *msg)
         if (PyErr_Occurred())
             return NULL;
     }
+    /* In the reference's order: self[2] << 32 may raise before self[3] is read. */
     PyObject *k = PyLong_FromLong(32), *sh = k ? PyNumber_Lshift(hi, k) : NULL, *r = NULL;
-    if (sh != NULL)
-        r = PyNumber_Or(sh, lo);
     Py_XDECREF(k);
+    if (sh != NULL && (lo = item(msg, 3)) != NULL)
+        r = PyNumber_Or(sh, lo);
     Py_XDECREF(sh);
     return r;
 }
@@ -90,22 +91,26 @@ static PyObject *char_field(PyObject *raw)
     return PyObject_CallMethodOneArg(raw, str_decode, str_latin1);
 }
 
+/* In the reference's order: self._symbols, then its .get, then self[0]. */
 static PyObject *symbol(PyObject *msg)
 {
-    PyObject *loc = item(msg, 0), *d, *r;
-    if (loc == NULL)
-        return NULL;
-    d = PyObject_GetAttr(msg, str_symbols);
+    PyObject *d = PyObject_GetAttr(msg, str_symbols), *get = NULL, *loc, *r = NULL;
     if (d == NULL)
         return NULL;
-    if (PyDict_CheckExact(d)) {
+    if (!PyDict_CheckExact(d) && (get = PyObject_GetAttr(d, str_get)) == NULL)
+        goto done;
+    if ((loc = item(msg, 0)) == NULL)
+        goto done;
+    if (get != NULL) {
+        r = PyObject_CallOneArg(get, loc);
+    } else {
         r = PyDict_GetItemWithError(d, loc);
         if (r == NULL && !PyErr_Occurred())
             r = Py_None;
         Py_XINCREF(r);
-    } else {
-        r = PyObject_CallMethodOneArg(d, str_get, loc);
     }
+done:
+    Py_XDECREF(get);
     Py_DECREF(d);
     return r;
 }
