@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import hft_packetfilter
 from hft_packetfilter import _accel
-from hft_packetfilter.protocols import native_backend
+from hft_packetfilter.protocols import itch50, native_backend
 from hft_packetfilter.protocols.itch50 import MESSAGE_LENGTHS, ITCH50Decoder, encode_message, frame
 from hft_packetfilter.protocols.moldudp64 import MoldUDP64Decoder, encode_packet
 
@@ -68,10 +68,10 @@ def test_backend_is_named_and_env_turns_native_off():
                PYTHONPATH=os.pathsep.join([str(Path(hft_packetfilter.__file__).parents[1]),
                                            os.environ.get("PYTHONPATH", "")]))
     out = subprocess.run([sys.executable, "-c", "from hft_packetfilter import _accel as a; "
-                          "from hft_packetfilter.protocols.itch50 import ITCH50Decoder as D; "
-                          "print(a.backend(), a.reason(), D()._core)"],
+                          "from hft_packetfilter.protocols.itch50 import ITCH50Decoder as D, MESSAGE_CLASSES as C; "
+                          "print(a.backend(), a.reason(), D()._core, type(C['A'].symbol.fget).__name__)"],
                          env=env, capture_output=True, text=True, timeout=60, check=True).stdout
-    assert out.split() == ["python", "disabled", "by", "HFTPF_NO_NATIVE", "None"]
+    assert out.split() == ["python", "disabled", "by", "HFTPF_NO_NATIVE", "None", "function"]
 
 
 def test_check_names_the_backend(monkeypatch):
@@ -99,6 +99,8 @@ def _same_messages(got: list, want: list, dec_got: ITCH50Decoder, dec_want: ITCH
     assert all(type(m) is dec_got.classes[m.msg_type] for m in got)
     assert [tuple(map(type, m)) for m in got] == [tuple(map(type, m)) for m in want]
     assert [m.to_dict() for m in got] == [m.to_dict() for m in want]
+    for m in got:
+        same_accessors(m)
 
 
 def _both(nat, ref, steps, check):
@@ -227,6 +229,168 @@ def test_itch_fuzz_random_bytes(buf, offset, count):
 @given(buf=_framed(), count=st.integers(-1, 15), resolve=st.booleans())
 def test_itch_fuzz_framed(buf, count, resolve):
     itch_both(buf, 0, count, resolve_symbols=resolve, calls=2)
+
+
+# -- accessors: the C getters (ItchField) against the Python reference getters (itch50.py_getter)
+
+def _compiled_getters(cls) -> dict:
+    """{attribute: ItchField} of every property of `cls` (its bases included) with a compiled getter."""
+    out = {}
+    for klass in reversed(cls.__mro__):
+        for attr, v in vars(klass).items():
+            if isinstance(v, property):
+                out[attr] = v.fget
+    return {a: f for a, f in out.items() if type(f) is _accel.NATIVE.ItchField}
+
+
+def _outcome(fn, msg):
+    try:
+        v = fn(msg)
+    except Exception as e:  # noqa: BLE001 - the exception is the result being compared
+        return ("raises", type(e), str(e))
+    return ("returns", type(v), v)
+
+
+from collections import UserDict  # noqa: E402
+
+
+def same_accessors(msg) -> int:
+    """Every compiled getter of msg's class gives what its Python reference gives (value and type, or
+    the same exception), read as a property and called directly; returns how many were compared."""
+    getters = _compiled_getters(type(msg))
+    for attr, f in getters.items():
+        want = _outcome(itch50.py_getter(f.kind, f.index), msg)
+        assert _outcome(lambda m: getattr(m, attr), msg) == want, (attr, f, msg)
+        assert _outcome(f, msg) == want, (attr, f, msg)
+    return len(getters)
+
+
+@needs_native
+def test_itch_every_alpha_char_field_timestamp_and_symbol_has_a_compiled_getter():
+    for t, (_name, body) in itch50.MESSAGE_SPECS.items():
+        cls = itch50.MESSAGE_CLASSES[t]
+        lazy = {f[0] for f in body if f[2] in ("a", "c")} | {"timestamp", "symbol"}
+        getters = _compiled_getters(cls)
+        assert set(getters) == lazy, t
+        assert {f.kind for f in getters.values()} <= {"ts48", "alpha", "char", "symbol"}
+        assert (getters["symbol"].kind, getters["symbol"] is getters.get("stock")) == (
+            ("alpha", True) if "stock" in lazy else ("symbol", False))
+        for attr in lazy:
+            assert cls.__dict__.get(attr, getattr(cls, attr)).__class__ is property
+
+
+@needs_native
+def test_itch_accessors_identical_on_every_message_type():
+    big = (1 << 48) - 1
+    msgs = [encode_message(t, stock_locate=loc, tracking_number=7, timestamp=ts)
+            for t in MESSAGE_LENGTHS for loc, ts in ((1, 0), (2, big), (9, 34_200 * 10**9 + 17))]
+    odd = {"stock": b"\xff\x80AB\x00 \x00 ", "mpid": b"\x00\x00\x00\x00", "attribution": b"A\x00B ",
+           "reason": b"\xe9   ", "issue_sub_type": b" Z"}
+    for t, (_name, body) in itch50.MESSAGE_SPECS.items():
+        names = {f[0]: f for f in body}
+        kw = {k: v[:int(names[k][1][:-1])] for k, v in odd.items() if k in names}
+        kw.update({f[0]: b"\xf1" for f in body if f[2] == "c"})
+        msgs.append(encode_message(t, stock_locate=2, timestamp=12345, **kw))
+    for dec in (ITCH50Decoder(), ITCH50Decoder(native=False), ITCH50Decoder(resolve_symbols=False)):
+        got = dec.decode_buffer(frame(msgs))
+        assert len(got) == len(msgs) and {m.msg_type for m in got} == set(MESSAGE_LENGTHS)
+        assert all(same_accessors(m) >= 2 for m in got)           # timestamp and symbol at least
+        assert all(same_accessors(tuple.__new__(itch50.MESSAGE_CLASSES[m.msg_type], m)) for m in got)
+    directory = [encode_message("R", stock_locate=1, stock="AAPL"), encode_message("R", stock_locate=2, stock=b"\xe9T\x00")]
+    execs = [encode_message("E", stock_locate=loc) for loc in (1, 2, 3)]
+    for resolve, want in ((True, ["AAPL", "\ufffdT", None]), (False, [None, None, None])):
+        got = ITCH50Decoder(resolve_symbols=resolve).decode_buffer(frame(directory + execs))[2:]
+        assert [same_accessors(m) for m in got] == [2] * 3 and [m.symbol for m in got] == want
+
+
+@needs_native
+def test_itch_accessors_identical_on_the_bench_stream_and_after_pickling():
+    import pickle
+
+    decode_itch = _bench_module("decode_itch")
+    datagrams, n = decode_itch.generate(3_000, seed=5)
+    dec = MoldUDP64Decoder()
+    msgs = [m for d in datagrams for m in dec.feed(d)]
+    assert len(msgs) == n
+    for m in msgs:
+        same_accessors(m)
+    for m in pickle.loads(pickle.dumps(msgs[190:260])):
+        same_accessors(m)
+
+
+@needs_native
+@pytest.mark.skipif(not ITCH_CORPUS.is_dir(), reason=f"ITCH corpus not found at {ITCH_CORPUS}")
+def test_itch_accessors_identical_on_the_corpus():
+    payloads = _corpus_payloads()
+    assert payloads
+    compared = 0
+    for resolve in (True, False):
+        dec = ITCH50Decoder(resolve_symbols=resolve)
+        for _name, p in payloads:
+            for m in dec.decode_buffer(p, 20, int.from_bytes(p[18:20], "big")):
+                compared += same_accessors(m)
+    assert compared > 100
+
+
+_ITEM = st.one_of(st.binary(max_size=12), st.integers(-(1 << 70), 1 << 70), st.integers(0, 0xFFFF),
+                  st.integers(0, 0xFFFFFFFF), st.none(), st.text(max_size=4), st.booleans(),
+                  st.binary(max_size=9).map(bytearray), st.floats(allow_nan=False))
+
+
+@needs_native
+@FUZZ
+@given(t=st.sampled_from(_TYPES), data=st.data(),
+       symbols=st.one_of(st.dictionaries(st.integers(0, 5), st.text(max_size=3)), st.none(),
+                         st.dictionaries(st.integers(0, 5), st.text(max_size=3)).map(UserDict)))
+def test_itch_accessors_fuzz_raw_fields(t, data, symbols):
+    """Random bytes in alpha and char fields (non-ASCII, NULs, spaces, wrong widths), timestamps out of
+    the 48-bit range, items of wrong types, messages too short and odd locate maps: same value or
+    same exception."""
+    base = itch50.MESSAGE_CLASSES[t]
+    cls = type(base.__name__, (base,), {"__slots__": (), "_symbols": symbols})
+    kinds = base._kinds
+    n = data.draw(st.integers(0, len(kinds)), label="items") if data.draw(st.booleans()) else len(kinds)
+    items = []
+    for i in range(n):
+        if data.draw(st.integers(0, 9)) == 0:
+            items.append(data.draw(_ITEM))
+        elif kinds[i] in ("a", "c"):
+            items.append(data.draw(st.binary(max_size=10)))
+        else:
+            items.append(data.draw(st.integers(0, (1 << 64) - 1) if i > 1 else st.integers(0, 8)))
+    same_accessors(tuple.__new__(cls, items))
+    same_accessors(tuple.__new__(base, items))
+
+
+@needs_native
+def test_itch_field_getter_rejects_bad_use():
+    F = _accel.NATIVE.ItchField
+    for args in ((), ("ts48", 0, 1), (1,), ("alpha", "x"), ("alpha", 1 << 70)):
+        with pytest.raises((TypeError, OverflowError)):
+            F(*args)
+    for args in (("nope",), ("alpha", -1)):
+        with pytest.raises(ValueError):
+            F(*args)
+    f = F("alpha", 4)
+    assert (f.kind, f.index, repr(f)) == ("alpha", 4, "ItchField(alpha, 4)")
+    import pickle
+    g = pickle.loads(pickle.dumps(f))
+    assert (g.kind, g.index) == (f.kind, f.index)
+    msg = (1, 2, 3, 4, b"AB  ")
+    for bad in ((), (msg, msg)):
+        with pytest.raises(TypeError):
+            f(*bad)
+    with pytest.raises(TypeError):
+        f(msg=msg)
+    for not_a_tuple in (None, b"12345", [1, 2, 3, 4, b"A"], 5, "AB"):
+        for k in ("ts48", "alpha", "char", "symbol"):
+            with pytest.raises(TypeError):
+                F(k, 4)(not_a_tuple)
+    assert f(msg) == "AB" and F("ts48")(msg) == (3 << 32) | 4 and F("char", 4)(msg) == "AB  "
+    with pytest.raises(IndexError):
+        F("alpha", 5)(msg)
+    with pytest.raises(AttributeError):
+        F("symbol")(msg)                       # a plain tuple has no _symbols, like the reference
 
 
 # ---- ITCH order book -----------------------------------------------------------------------------

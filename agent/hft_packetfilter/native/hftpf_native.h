@@ -72,5 +72,6 @@ int hf_itch_init(PyObject *module);
 int hf_book_init(PyObject *module);
 int hf_fix_init(PyObject *module);
 int hf_frame_init(PyObject *module);
+int hf_access_init(PyObject *module);
 
 #endif
