@@ -13,6 +13,10 @@ from types import ModuleType
 from typing import Optional, Tuple
 
 
+#: what the Python code uses from the compiled module (checked at import)
+REQUIRED = ("ItchCore", "ItchField", "ItchBookCore", "FixCore", "FrameCore", "split_pcap")
+
+
 def _load() -> Tuple[Optional[ModuleType], str]:
     if os.environ.get("HFTPF_NO_NATIVE", "").strip() not in ("", "0"):
         return None, "disabled by HFTPF_NO_NATIVE"
@@ -20,6 +24,10 @@ def _load() -> Tuple[Optional[ModuleType], str]:
         from . import _native  # type: ignore[attr-defined]
     except ImportError as e:
         return None, f"compiled module not built ({e}); reinstall with a C compiler and python3-dev"
+    missing = [name for name in REQUIRED if not hasattr(_native, name)]
+    if missing:     # a .so built from older sources than this Python code: never half-use it
+        return None, (f"compiled module is stale (no {', '.join(missing)}); rebuild it: "
+                      f"pip install -e . (or tools/setup-host.sh)")
     return _native, ""
 
 

@@ -741,3 +741,18 @@ def test_split_pcap_fuzz_random_bytes(body, hlen, pos, little, mult):
         want.append((sec * 1_000_000_000 + frac * mult, 1, body[p + hlen:p + hlen + incl], orig))
         p += hlen + incl
     assert (recs, end) == (want, max(p, pos))
+
+
+def test_a_stale_compiled_module_is_not_half_used(monkeypatch):
+    """A .so built from older sources (missing an entry point the Python code uses) is refused as a
+    whole, with a reason that says how to rebuild, instead of failing at import or half-working."""
+    import types
+
+    stale = types.ModuleType("hft_packetfilter._native")
+    for name in _accel.REQUIRED[:-1]:
+        setattr(stale, name, object())
+    monkeypatch.setitem(sys.modules, "hft_packetfilter._native", stale)
+    monkeypatch.setattr(hft_packetfilter, "_native", stale, raising=False)
+    monkeypatch.delenv("HFTPF_NO_NATIVE", raising=False)
+    mod, why = _accel._load()
+    assert mod is None and "stale" in why and _accel.REQUIRED[-1] in why and "pip install -e ." in why
