@@ -89,10 +89,22 @@ static __always_inline __u64 host_set(__u8 *addr, __u32 cfg_flags)
 	return s ? s->mask : 0;
 }
 
-/* Allow-list decision for a packet to a protected port: HFTPF_REASON_NONE when an allow rule covers
- * it, else why it would be dropped. Counts the hit on the deciding rule. */
-static __always_inline __u32 allow_decide(struct pkt_info *pi, __u8 ipproto, __u64 bytes, __u32 cfg_flags)
+static __always_inline int addr_eq(const __u8 *a, const __u8 *b)
 {
+	__u64 a0, a1, b0, b1;
+	__builtin_memcpy(&a0, a, 8);
+	__builtin_memcpy(&a1, a + 8, 8);
+	__builtin_memcpy(&b0, b, 8);
+	__builtin_memcpy(&b1, b + 8, 8);
+	return a0 == b0 && a1 == b1;
+}
+
+/* The allow-list's answer for a packet to a protected port, from the tables: HFTPF_REASON_NONE when
+ * an allow rule covers it, else why it would be dropped; *rid the deciding rule or
+ * HFTPF_ALLOW_MEMO_NO_RULE. */
+static __always_inline __u32 allow_lookup(struct pkt_info *pi, __u8 ipproto, __u32 cfg_flags, __u32 *rid)
+{
+	*rid = HFTPF_ALLOW_MEMO_NO_RULE;
 	struct hftpf_allow_list *l = hftpf_allow_host.lookup((struct hftpf_addr *)pi->saddr);
 	if (!l) {
 		if (!(cfg_flags & HFTPF_CFG_ALLOW_TRIE))
@@ -111,23 +123,49 @@ static __always_inline __u32 allow_decide(struct pkt_info *pi, __u8 ipproto, __u
 		struct hftpf_allow_entry *e = &l->e[i];
 		if ((e->proto && e->proto != ipproto) || pi->dport < e->port_lo || pi->dport > e->port_hi)
 			continue;
-		__u32 rid = e->rule_id;
-		struct hftpf_rule_counter *rc = hftpf_rule_stats.lookup(&rid);
-		if (rc) {
-			rc->packets++;
-			rc->bytes += bytes;
-			/* The coarse (tick) clock changes once per tick, so read it once per tick: jiffies is
-			 * inlined by the verifier (a load), the coarse clock is a ~28 ns helper call here. At most
-			 * one tick late, when a packet lands between the jiffies update and the clock's. */
-			__u64 j = bpf_jiffies64();
-			if (rc->last_hit_jiffies != j) {
-				rc->last_hit_jiffies = j;
-				rc->last_hit_ns = bpf_ktime_get_coarse_ns();
-			}
-		}
+		*rid = e->rule_id;
 		return e->action == HFTPF_ACTION_ALLOW ? HFTPF_REASON_NONE : HFTPF_REASON_DENY_RULE;
 	}
 	return HFTPF_REASON_UNKNOWN_SOURCE;
+}
+
+/* Allow-list decision for a packet to a protected port (see allow_lookup), remembered per CPU for the
+ * allow-list generation `gen` (hftpf_allow_memo). Counts the hit on the deciding rule. */
+static __always_inline __u32 allow_decide(struct pkt_info *pi, __u8 ipproto, __u64 bytes, __u32 cfg_flags, __u64 gen)
+{
+	__u32 slot = (pi->saddr[15] ^ pi->dport) & (HFTPF_ALLOW_MEMO_SLOTS - 1);
+	struct hftpf_allow_memo *m = hftpf_allow_memo.lookup(&slot);
+	__u32 reason, rid;
+	if (m && m->valid && m->gen == gen && m->dport == pi->dport && m->proto == ipproto &&
+	    addr_eq(m->saddr, pi->saddr)) {
+		reason = m->reason;
+		rid = m->rule_id;
+	} else {
+		reason = allow_lookup(pi, ipproto, cfg_flags, &rid);
+		if (m) {
+			__builtin_memcpy(m->saddr, pi->saddr, 16);
+			m->gen = gen;
+			m->dport = pi->dport;
+			m->proto = ipproto;
+			m->valid = 1;
+			m->reason = reason;
+			m->rule_id = rid;
+		}
+	}
+	struct hftpf_rule_counter *rc = rid == HFTPF_ALLOW_MEMO_NO_RULE ? 0 : hftpf_rule_stats.lookup(&rid);
+	if (rc) {
+		rc->packets++;
+		rc->bytes += bytes;
+		/* The coarse (tick) clock changes once per tick, so read it once per tick: jiffies is
+		 * inlined by the verifier (a load), the coarse clock is a ~28 ns helper call here. At most
+		 * one tick late, when a packet lands between the jiffies update and the clock's. */
+		__u64 j = bpf_jiffies64();
+		if (rc->last_hit_jiffies != j) {
+			rc->last_hit_jiffies = j;
+			rc->last_hit_ns = bpf_ktime_get_coarse_ns();
+		}
+	}
+	return reason;
 }
 
 static __always_inline void count(void *map_lookup_result, __u64 bytes)
@@ -211,16 +249,6 @@ static __always_inline __s64 seq_delta(__u64 seq, __u64 expected, __u8 wide)
 	if (wide)
 		return (__s64)(seq - expected);
 	return (__s64)(__s32)((__u32)seq - (__u32)expected);
-}
-
-static __always_inline int addr_eq(const __u8 *a, const __u8 *b)
-{
-	__u64 a0, a1, b0, b1;
-	__builtin_memcpy(&a0, a, 8);
-	__builtin_memcpy(&a1, a + 8, 8);
-	__builtin_memcpy(&b0, b, 8);
-	__builtin_memcpy(&b1, b + 8, 8);
-	return a0 == b0 && a1 == b1;
 }
 
 /* The state of a feed stream: the slot its port names when the slot holds this very stream (one
@@ -508,6 +536,7 @@ struct classified {
 	__u32 cfg_flags;
 	__u32 mode;
 	__s64 tai_minus_utc;
+	__u64 allow_gen;
 	struct hftpf_port_info *dport_info;
 	__u32 stream_slot;
 };
@@ -554,6 +583,7 @@ static __always_inline void classify(struct cursor *c, void *data, struct pkt_in
 	k->cfg_flags = cfg ? cfg->flags : (HFTPF_CFG_VENUE_TRIE | HFTPF_CFG_ALLOW_TRIE);
 	k->mode = cfg ? cfg->mode : HFTPF_MODE_MONITOR;
 	k->tai_minus_utc = cfg ? cfg->tai_minus_utc_ns : 0;
+	k->allow_gen = cfg ? cfg->allow_gen : 0;
 	/* Ports first: two array lookups reject most non-venue traffic before any host lookup. */
 	struct hftpf_port_info *dpi = port_info(k->transport, pi->dport);
 	struct hftpf_port_info *spi = port_info(k->transport, pi->sport);
@@ -657,7 +687,7 @@ int hftpf_xdp(struct xdp_md *ctx)
 	if (dpi && (dpi->flags & HFTPF_PORT_PROTECTED) &&
 	    !(k.transport == HFTPF_TRANSPORT_UDP &&
 	      (pi.dport == HFTPF_PTP_EVENT_PORT || pi.dport == HFTPF_PTP_GENERAL_PORT))) {
-		reason = allow_decide(&pi, pi.l4proto, bytes, k.cfg_flags);
+		reason = allow_decide(&pi, pi.l4proto, bytes, k.cfg_flags, k.allow_gen);
 		if (reason != HFTPF_REASON_NONE) {
 			struct hftpf_drop_counter *dc = hftpf_drop_stats.lookup(&reason);
 			if (k.mode == HFTPF_MODE_ENFORCE) {

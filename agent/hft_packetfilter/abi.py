@@ -12,7 +12,7 @@ import ipaddress
 import struct
 from typing import Union
 
-ABI_VERSION = 5
+ABI_VERSION = 6
 MAX_VENUES = 63
 V4_MAPPED_PREFIX = 96
 PORT_INDEX_SIZE = 2 * 65536
@@ -207,7 +207,7 @@ class DropCounter(ctypes.Structure):
 
 
 class ProbeConfig(ctypes.Structure):
-    _fields_ = [("mode", u32), ("flags", u32), ("tai_minus_utc_ns", ctypes.c_int64)]
+    _fields_ = [("mode", u32), ("flags", u32), ("tai_minus_utc_ns", ctypes.c_int64), ("allow_gen", u64)]
 
 
 class Hist(ctypes.Structure):

@@ -17,7 +17,7 @@
 #ifndef HFTPF_ABI_H
 #define HFTPF_ABI_H
 
-#define HFTPF_ABI_VERSION 5
+#define HFTPF_ABI_VERSION 6
 
 /* Venue ids are 1..HFTPF_MAX_VENUES; 0 means "no venue" and indexes the unclassified counters.
  * Venue sets are u64 bit masks with bit (id - 1) set, hence at most 63 venues (bit 63 is kept free
@@ -255,6 +255,9 @@ struct hftpf_config {
 	__u32 mode;            /* enum hftpf_mode */
 	__u32 flags;           /* HFTPF_CFG_* */
 	__s64 tai_minus_utc_ns; /* CLOCK_TAI - CLOCK_REALTIME as the kernel keeps it (0 until NTP/PTP sets it) */
+	__u64 allow_gen;       /* allow-list generation: the agent adds 1 after each change to hftpf_allow_host,
+				* hftpf_allow_src or HFTPF_CFG_ALLOW_TRIE; the probe's per-CPU cache of allow-list
+				* decisions (maps.h hftpf_allow_memo) holds only decisions of the current one */
 };
 
 /* Latency histogram (see HFTPF_HIST_BUCKETS for the bucket layout). */

@@ -52,6 +52,23 @@ BPF_LPM_TRIE(hftpf_allow_src, struct hftpf_lpm_key, struct hftpf_allow_list, HFT
 BPF_HASH(hftpf_allow_host, struct hftpf_addr, struct hftpf_allow_list, HFTPF_MAX_ALLOW_PREFIXES);
 BPF_PERCPU_ARRAY(hftpf_rule_stats, struct hftpf_rule_counter, HFTPF_MAX_RULES);
 BPF_PERCPU_ARRAY(hftpf_drop_stats, struct hftpf_drop_counter, HFTPF_REASON_MAX);
+/* The last allow-list decisions per CPU, direct-mapped by source and port (kernel only): a feed's
+ * publisher or an order session's exchange sends packet after packet, and the ~30 ns host hash lookup
+ * then decides nothing new. An entry holds only for the allow-list generation it was decided under
+ * (hftpf_config.allow_gen), and names the deciding rule so its hits are still counted one by one. */
+#define HFTPF_ALLOW_MEMO_SLOTS 16   /* a power of two */
+#define HFTPF_ALLOW_MEMO_NO_RULE 0xffffffff
+struct hftpf_allow_memo {
+	__u8  saddr[16];
+	__u64 gen;             /* hftpf_config.allow_gen read before the decision was looked up */
+	__u16 dport;
+	__u8  proto;
+	__u8  valid;
+	__u32 reason;          /* enum hftpf_drop_reason: HFTPF_REASON_NONE = allowed */
+	__u32 rule_id;         /* the deciding rule, or HFTPF_ALLOW_MEMO_NO_RULE */
+	__u32 pad0;
+};
+BPF_PERCPU_ARRAY(hftpf_allow_memo, struct hftpf_allow_memo, HFTPF_ALLOW_MEMO_SLOTS);
 /* Shared (not per-CPU), atomics and a spin lock: one feed's packets can arrive on every CPU (RSS), and
  * the sequence check must see them in one order. */
 BPF_HASH(hftpf_streams, struct hftpf_stream_key, struct hftpf_stream_state, HFTPF_MAX_STREAMS);

@@ -189,3 +189,37 @@ def _decide_fast(ref, lengths, addr, proto, dport):
                     return ("allow" if action == abi.Action.ALLOW else "deny"), rid
             return "unknown", None
     return "unknown", None
+
+
+@pytest.fixture
+def one_cpu():
+    """Pin the test to one CPU, so its test runs share that CPU's remembered allow-list decisions."""
+    import os
+
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})
+    yield
+    os.sched_setaffinity(0, before)
+
+
+def test_remembered_decisions_count_every_hit_and_follow_apply(enforce, one_cpu):
+    # 203.0.113.2 and .66 share a slot of the per-CPU decision memo (same low nibble, same port):
+    # alternating them, each packet is still judged by its own source, and each rule counts each hit
+    ok, bad = tcp4("203.0.113.2", ME, 40000, 9001), tcp4("203.0.113.66", ME, 40000, 9001)
+    before = enforce.maps.rule_hits([64, 65])
+    for _ in range(3):
+        assert enforce.test_run(ok, repeat=23)["retval"] == XDP_PASS
+        assert enforce.test_run(bad, repeat=5)["retval"] == XDP_DROP
+    after = enforce.maps.rule_hits([64, 65])
+    assert after[64]["packets"] - before[64]["packets"] == 3 * 23
+    assert after[64]["bytes"] - before[64]["bytes"] == 3 * 23 * len(ok)
+    assert after[65]["packets"] - before[65]["packets"] == 3 * 5
+    # a new rule set retires what the CPU remembered: the very next packet sees it
+    rs = ruleset()
+    rs.add("deny", "203.0.113.2/32")
+    enforce.maps.apply(config.loads(CFG).exchanges, rs, 16384)
+    try:
+        assert enforce.test_run(ok)["retval"] == XDP_DROP
+    finally:
+        enforce.maps.apply(config.loads(CFG).exchanges, ruleset(), 16384)
+    assert enforce.test_run(ok)["retval"] == XDP_PASS

@@ -103,10 +103,14 @@ class ProbeMaps:
         cur.mode = int(mode)
         self.m[abi.MAP_CONFIG].update(0, cur)
 
-    def _set_flags(self, flags: int, mask: int) -> None:
-        """Set the config flag bits in `mask` to those of `flags`, keeping the others."""
+    def _set_flags(self, flags: int, mask: int, new_allow_gen: bool = False) -> None:
+        """Set the config flag bits in `mask` to those of `flags`, keeping the others; new_allow_gen:
+        also start a new allow-list generation (after the allow tables changed), which retires every
+        allow-list decision the probe's CPUs remember (hftpf_config.allow_gen)."""
         cur = self.m[abi.MAP_CONFIG].lookup(0) or abi.ProbeConfig()
         cur.flags = (cur.flags & ~mask) | (flags & mask)
+        if new_allow_gen:
+            cur.allow_gen = (cur.allow_gen + 1) & (2**64 - 1)
         self.m[abi.MAP_CONFIG].update(0, cur)
 
     # -- kill switch ------------------------------------------------------------------------------------
@@ -217,7 +221,7 @@ class ProbeMaps:
         # the tries are consulted only once they hold entries, and stop being consulted before
         # their entries go (step 4)
         self._set_flags((abi.CFG_VENUE_TRIE if vtrie else 0) | (abi.CFG_ALLOW_TRIE if trie_kv else 0),
-                        abi.CFG_VENUE_TRIE | abi.CFG_ALLOW_TRIE)
+                        abi.CFG_VENUE_TRIE | abi.CFG_ALLOW_TRIE, new_allow_gen=True)
         # 3. port table: venue masks, protection flags, stream slots (a slot's key is written before
         # its index is published, and a withdrawn slot is emptied only after it is unpublished)
         pm = self.m[abi.MAP_VENUE_PORTS]
@@ -246,6 +250,8 @@ class ProbeMaps:
                     if bytes(k) not in keep:
                         m.delete(k)
                         removed += 1
+            if removed:
+                self._set_flags(0, 0, new_allow_gen=True)
         return {"allow_prefixes": len(chains), "allow_removed": removed, "protected_ports": len(protected),
                 "venues": len(infos)}
 
