@@ -38,12 +38,14 @@ exchanges:
     protocol: ITCH/MoldUDP64
     latency_target_us: 50
     payloads: true
+    timezone: UTC             # the simulator stamps ns since UTC midnight (Nasdaq: US Eastern)
   - name: DEMO-ITCH-B
     host: {EXCH_IP}
     ports: [26478]
     protocol: ITCH/MoldUDP64
     latency_target_us: 50
     payloads: true
+    timezone: UTC             # the simulator stamps ns since UTC midnight (Nasdaq: US Eastern)
   - name: DEMO-MDP3
     host: {EXCH_IP}
     ports: [14310]
@@ -79,16 +81,14 @@ GAP_VENUE = "DEMO-ITCH-A"     # where the gap and the duplicate burst are inject
 
 
 def _generators() -> Dict[str, object]:
-    """Two equity venues on one shared mid walk (overlapping symbols), and an MDP3 book channel.
-    The venues' offsets jump more often than the simulator's default so that crossed markets and
+    """Two equity venues on one shared mid walk (overlapping symbols), and an MDP3 book channel;
+    the venues' offsets jump now and then (the simulator's default rate), so crossed markets and
     arbitrage show up within a short demo."""
     from .sim import feeds as sim
 
     walk = sim.MidWalk(seed=11)
-    return {"DEMO-ITCH-A": sim.ItchGenerator(sim.VENUE_A_SYMBOLS, walk, seed=21, session="DEMOA00001",
-                                             jump_prob=0.005),
-            "DEMO-ITCH-B": sim.ItchGenerator(sim.VENUE_B_SYMBOLS, walk, seed=22, session="DEMOB00001",
-                                             jump_prob=0.005),
+    return {"DEMO-ITCH-A": sim.ItchGenerator(sim.VENUE_A_SYMBOLS, walk, seed=21, session="DEMOA00001"),
+            "DEMO-ITCH-B": sim.ItchGenerator(sim.VENUE_B_SYMBOLS, walk, seed=22, session="DEMOB00001"),
             "DEMO-MDP3": sim.Mdp3Generator(seed=23)}
 
 

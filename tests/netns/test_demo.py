@@ -116,6 +116,9 @@ def test_demo_json_report_top_in_tmux_and_clean_teardown(needs_kernel):
     assert (itch["gaps"], itch["missing"], itch["duplicates"]) == (1, 5, 3)
     assert (by_venue["DEMO-ITCH-B"]["gaps"], by_venue["DEMO-MDP3"]["gaps"]) == (0, 0)
     assert by_venue["DEMO-MDP3"]["feed_latency_us"]["count"] > 0      # SendingTime stamps
+    for venue in ("DEMO-ITCH-A", "DEMO-ITCH-B"):                       # first ITCH message vs midnight
+        lat = by_venue[venue]["feed_latency_us"]
+        assert lat["count"] > 1000 and 0 < lat["p50"] < 50_000, (venue, lat)
     assert rep["drops"]["unknown_source"]["would_drop_packets"] >= 1
     assert any(a["rule"] == "fat-finger" for a in rep["alerts"]), rep["alerts"]
     assert any(a["rule"] == "order-ack-latency" for a in rep["alerts"]), rep["alerts"]  # the injected spike
@@ -127,7 +130,9 @@ def test_demo_json_report_top_in_tmux_and_clean_teardown(needs_kernel):
     for venue in ("DEMO-ITCH-A", "DEMO-ITCH-B"):
         b = rep["books"][venue]
         assert b["messages"] > 5000 and b["symbols"] == 5 and b["orders"] > 0, b
-        assert all(t["bid_px"] and t["ask_px"] for t in b["top"].values()), b["top"]
+        # a side can be empty for a moment (its last order executed); most books are two-sided
+        assert all(t["bid_px"] or t["ask_px"] for t in b["top"].values()), b["top"]
+        assert sum(1 for t in b["top"].values() if t["bid_px"] and t["ask_px"]) >= 3, b["top"]
     assert rep["decode_errors"] in ({}, None) or not any(rep["decode_errors"].values()), rep["decode_errors"]
     cv = rep["crossvenue"]
     shared = {"AAPL", "MSFT", "NVDA", "AMZN"}

@@ -18,6 +18,9 @@ made; ``seq`` is the next sequence number):
   schema id 1 version 9 (constants below; :func:`check_mdp3_layout` compares them with a loaded
   schema, and the tests decode our packets with that schema through ``protocols.mdp3``).
 
+Timestamps: the ITCH and PITCH generators stamp ns since *UTC* midnight (a venue's config then says
+``timezone: UTC``; Nasdaq's real feed counts from US Eastern midnight).
+
 Prices: equity generators use integer 1e-4 dollars (the ITCH / PITCH long-price unit) on a one-cent
 tick; MDP3 uses PRICE9/PRICENULL9 mantissas (1e-9). Nothing becomes a float on the wire.
 
