@@ -13,26 +13,12 @@ import sys
 import time
 
 import pytest
+from test_live_orders_e2e import wait_agent
 
 NS, IF = "hftpf-demo-host", "hfd-host0"
 SOCK = f"/run/hftpf/{NS}:{IF}.sock"
 TMUX = ["tmux", "-L", "hftpf-test"]
 SESSION = "hftpf-top"
-
-
-def _wait_agent(demo, seconds=60):
-    from hft_packetfilter.control import request
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert demo.poll() is None, demo.stderr.read()
-        try:
-            if request(SOCK, "ping", timeout=0.5) == "pong":
-                return
-        except (ConnectionError, OSError, ValueError):
-            pass
-        time.sleep(0.1)
-    raise AssertionError("the demo's agent never answered on its control socket")
 
 
 def _screen() -> str:
@@ -81,7 +67,7 @@ def test_demo_json_report_top_in_tmux_and_clean_teardown(needs_kernel):
     demo = subprocess.Popen([sys.executable, "-m", "hft_packetfilter.cli", "demo", "-d", "20", "--rate", "500",
                              "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_agent(demo)
+        wait_agent(demo, SOCK, seconds=60)
         top = _drive_top()
         out, err = demo.communicate(timeout=180)
     finally:

@@ -19,11 +19,11 @@ AGENT = [sys.executable, "-m", "hft_packetfilter.cli"]
 EXCH = str(Path(__file__).with_name("_fixexch.py"))
 
 
-def wait_agent(agent, sock):
+def wait_agent(agent, sock, seconds=15):
     """Until this agent answers on its control socket (a stale socket file proves nothing)."""
     from hft_packetfilter.control import request
 
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         assert agent.poll() is None, agent.stderr.read()
         try:

@@ -490,19 +490,9 @@ def _render_venue(snap: Snapshot, ifs, venues: List[VenueRow], streams: List[Str
     kv.append(f"  rx {fmt_n(row.pps)} pps {fmt_mbps(row.bps)} Mbps  tx {fmt_n(row.tx_pps)} pps"
               f"  pkts {fmt_n(row.rx_packets)}  tgt {fmt_us(row.target_us)}us")
     parts.append(kv)
-    lat = Text(no_wrap=True, overflow="ellipsis")
-    lat.append("RTT us ")
-    for k in ("p50", "p90", "p99", "p99_9", "max"):
-        lat.append(f" {k.replace('_', '.')} {fmt_us(row.rtt.get(k))}")
-    lat.append(f"  samples {fmt_n(row.rtt.get('count') or 0)}")
-    parts.append(lat)
+    parts.append(_percentile_line("RTT", row.rtt, "samples"))
     if row.ack:
-        ack = Text(no_wrap=True, overflow="ellipsis")
-        ack.append("ACK us ")
-        for k in ("p50", "p90", "p99", "p99_9", "max"):
-            ack.append(f" {k.replace('_', '.')} {fmt_us(row.ack.get(k))}")
-        ack.append(f"  orders {fmt_n(row.ack.get('count') or 0)}")
-        parts.append(ack)
+        parts.append(_percentile_line("ACK", row.ack, "orders"))
     cells = max(20, width - 14)
     for label, b in (("RTT ", row.rtt_buckets), ("FEED", row.feed_buckets)):
         line = Text(f"{label}    ", no_wrap=True)
@@ -520,6 +510,15 @@ def _render_venue(snap: Snapshot, ifs, venues: List[VenueRow], streams: List[Str
     parts += _alerts_pane(mine_alerts, n_alerts)
     parts.append(_footer(sort, filt, venue, editing))
     return Group(*parts)
+
+
+def _percentile_line(label: str, pct: Dict[str, Any], count_label: str) -> Text:
+    t = Text(no_wrap=True, overflow="ellipsis")
+    t.append(f"{label} us ")
+    for k in ("p50", "p90", "p99", "p99_9", "max"):
+        t.append(f" {k.replace('_', '.')} {fmt_us(pct.get(k))}")
+    t.append(f"  {count_label} {fmt_n(pct.get('count') or 0)}")
+    return t
 
 
 def venue_names(snapshot: Union[Snapshot, Dict[str, Any], None], filter: str = "") -> List[str]:
