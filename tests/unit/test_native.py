@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections import Counter
 import subprocess
 import sys
 from pathlib import Path
@@ -508,19 +509,21 @@ def test_book_fuzz_random_field_bytes(bodies):
 def fused_both(blocks, resolve_symbols: bool = True) -> ItchBook:
     """Feed each (buf, offset, count) block three ways: ItchBook.apply_buffer, decode_buffer +
     apply_many (same backend), and the pure-Python apply_buffer (its fallback); the returned counts,
-    book state and decoder state (stats, rejects, symbols, last_*) must agree after every block."""
-    runs = [(ItchBook("V", native=nat), ITCH50Decoder(resolve_symbols, native=nat), fused)
+    book state, decoder state (stats, rejects, symbols, last_*) and message counts by type must agree
+    after every block."""
+    runs = [(ItchBook("V", native=nat), ITCH50Decoder(resolve_symbols, native=nat), fused, Counter())
             for nat, fused in ((True, True), (True, False), (False, True))]
     for buf, offset, count in blocks:
         seen = []
-        for book, dec, fused in runs:
+        for book, dec, fused, types in runs:
             if fused:
-                n = book.apply_buffer(buf, offset, count, decoder=dec)
+                n = book.apply_buffer(buf, offset, count, decoder=dec, types=types)
             else:
                 msgs = dec.decode_buffer(buf, offset, count)
                 book.apply_many(msgs)
+                types.update(m.msg_type for m in msgs)
                 n = len(msgs)
-            seen.append((n, _book_state(book), _state(dec)))
+            seen.append((n, _book_state(book), _state(dec), dict(types)))
         assert seen[0] == seen[1] == seen[2]
     return runs[0][0]
 

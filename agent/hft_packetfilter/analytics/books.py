@@ -37,12 +37,14 @@ status and unit clear (drops the unit's orders).
 from __future__ import annotations
 
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from .. import _accel
 from ..protocols.itch50 import MESSAGE_CLASSES as _ITCH, ITCH50Decoder
 
 PRICE_EXPONENT = -4
+_MSG_TYPE = attrgetter("msg_type")
 Top = Tuple[Optional[int], Optional[int], Optional[int], Optional[int]]
 
 
@@ -376,7 +378,8 @@ class ItchBook(_OrderBookBase):
                 self._apply_other(m)
         self.messages += n
 
-    def apply_buffer(self, buf, offset: int = 0, count: int = -1, decoder: Optional[ITCH50Decoder] = None) -> int:
+    def apply_buffer(self, buf, offset: int = 0, count: int = -1, decoder: Optional[ITCH50Decoder] = None,
+                     types: Optional[Dict[str, int]] = None) -> int:
         """Decode a block of u16 length-prefixed ITCH messages (a MoldUDP64 message block) from
         ``buf[offset:]`` straight into the book; returns the number of messages decoded and applied.
 
@@ -384,7 +387,8 @@ class ItchBook(_OrderBookBase):
         directory and ``last_*``) is that of ``apply_many(decoder.decode_buffer(buf, offset, count))``,
         which is also the fallback. With both compiled cores the block goes through the decoder's scan
         into the book core with no message object built except for H and R. ``decoder`` defaults to
-        one kept by the book (its ``symbols`` then live in ``self.decoder``).
+        one kept by the book (its ``symbols`` then live in ``self.decoder``). ``types`` (a Counter) gets
+        one count per message under its ``msg_type``, as ``Counter.update(m.msg_type for m in msgs)``.
         """
         dec = decoder
         if dec is None:
@@ -394,7 +398,7 @@ class ItchBook(_OrderBookBase):
         if self._core is not None and dec._core is not None and offset >= 0:
             r = self._core.apply_buffer(dec._core, buf, offset, count,
                                         dec.symbols if dec.resolve_symbols else None,
-                                        self._book_index, self._apply_other)
+                                        self._book_index, self._apply_other, types)
             if r is not None:               # None: not a byte buffer, nothing touched
                 good = r[0]
                 dec._account_scan(offset, *r)
@@ -402,6 +406,8 @@ class ItchBook(_OrderBookBase):
                 return good
         msgs = dec.decode_buffer(buf, offset, count)
         self.apply_many(msgs)
+        if types is not None:
+            types.update(map(_MSG_TYPE, msgs))
         return len(msgs)
 
     def _remove_order(self, ref: int) -> None:

@@ -623,7 +623,33 @@ typedef struct {
     PyObject *book_for, *on_other;
     PyObject *mpid;                 /* the last MPID bytes built (equal ones are shared) */
     RawAt at[7];                    /* A F E C X D U */
+    Py_ssize_t types[256];          /* messages per type byte */
 } RawCtx;
+
+/* counter[chr(t)] += n for every type seen (a Counter of msg_type, as the pipeline keeps). */
+static int add_type_counts(PyObject *counter, const Py_ssize_t *types)
+{
+    for (int t = 0; t < 256; t++) {
+        if (!types[t])
+            continue;
+        PyObject *k = PyUnicode_FromOrdinal(t), *v, *nv;
+        if (k == NULL)
+            return -1;
+        v = PyDict_GetItemWithError(counter, k);
+        Py_ssize_t have = v ? PyLong_AsSsize_t(v) : 0;
+        if ((v == NULL && PyErr_Occurred()) || (have == -1 && PyErr_Occurred())
+            || (nv = PyLong_FromSsize_t(have + types[t])) == NULL) {
+            Py_DECREF(k);
+            return -1;
+        }
+        int rc = PyDict_SetItem(counter, k, nv);
+        Py_DECREF(k);
+        Py_DECREF(nv);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
 
 static const char RAW_TYPES[] = "AFECXDU";
 
@@ -699,6 +725,7 @@ static int raw_apply(void *ctx, PyObject *core, const unsigned char *m)
     BookCore *self = c->self;
     const RawAt *a;
     int t = m[0];
+    c->types[t]++;
     switch (t) {
     case 'A': case 'F': {
         a = &c->at[t == 'A' ? 0 : 1];
@@ -748,16 +775,18 @@ static int raw_apply(void *ctx, PyObject *core, const unsigned char *m)
     }
 }
 
-/* apply_buffer(itch_core, buf, offset, count, symbols, book_for, on_other) -> None when buf is no
- * byte buffer (nothing touched: the caller decodes it the slow way), else the scan's
- * (good, last_offset, framed, truncated, n_empty, n_unknown, n_bad_length). */
+/* apply_buffer(itch_core, buf, offset, count, symbols, book_for, on_other, types) -> None when buf is
+ * no byte buffer (nothing touched: the caller decodes it the slow way), else the scan's
+ * (good, last_offset, framed, truncated, n_empty, n_unknown, n_bad_length); types (a dict or None)
+ * gets += the number of messages of each type, keyed by the one-letter type. */
 static PyObject *bc_apply_buffer(BookCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (batch_ready(self, nargs, 7, "apply_buffer(itch_core, buf, offset, count, symbols, book_for, on_other)") < 0)
+    if (batch_ready(self, nargs, 8, "apply_buffer(itch_core, buf, offset, count, symbols, book_for, on_other, types)") < 0)
         return NULL;
     PyObject *core = args[0], *symbols = args[4] == Py_None ? NULL : args[4];
-    if (!hf_itch_check(core) || (symbols != NULL && !PyDict_Check(symbols))) {
-        PyErr_SetString(PyExc_TypeError, "apply_buffer: needs an ItchCore and a symbols dict or None");
+    PyObject *types = args[7] == Py_None ? NULL : args[7];
+    if (!hf_itch_check(core) || (symbols != NULL && !PyDict_Check(symbols)) || (types != NULL && !PyDict_Check(types))) {
+        PyErr_SetString(PyExc_TypeError, "apply_buffer: needs an ItchCore, and dicts or None for symbols and types");
         return NULL;
     }
     Py_ssize_t offset = PyLong_AsSsize_t(args[2]), cnt = PyLong_AsSsize_t(args[3]);
@@ -771,7 +800,7 @@ static PyObject *bc_apply_buffer(BookCore *self, PyObject *const *args, Py_ssize
         PyErr_SetString(PyExc_ValueError, "offset must be >= 0");
         return NULL;
     }
-    RawCtx c = {.self = self, .book_for = args[5], .on_other = args[6]};
+    RawCtx c = {.self = self, .book_for = args[5], .on_other = args[6]};     /* the rest zeroed */
     if (raw_setup(&c, core) < 0)
         return NULL;
     Py_buffer view;
@@ -783,7 +812,10 @@ static PyObject *bc_apply_buffer(BookCore *self, PyObject *const *args, Py_ssize
     }
     HfItchScan sc;
     PyObject *res = NULL;
-    if (hf_itch_scan(core, (const unsigned char *)view.buf, view.len, offset, cnt, symbols, raw_apply, &c, &sc) == 0)
+    int rc = hf_itch_scan(core, (const unsigned char *)view.buf, view.len, offset, cnt, symbols, raw_apply, &c, &sc);
+    if (rc == 0 && types != NULL)
+        rc = add_type_counts(types, c.types);
+    if (rc == 0)
         res = Py_BuildValue("(nnnOnnn)", sc.good, sc.off, sc.framed, sc.truncated ? Py_True : Py_False,
                             sc.empty, sc.unknown, sc.bad_len);
     PyBuffer_Release(&view);
@@ -962,7 +994,7 @@ static PyMethodDef bc_methods[] = {
     {"apply_many", (PyCFunction)(void (*)(void))bc_apply_many, METH_FASTCALL,
      "apply_many(messages, book_for, on_other) -> number of messages"},
     {"apply_buffer", (PyCFunction)(void (*)(void))bc_apply_buffer, METH_FASTCALL,
-     "apply_buffer(itch_core, buf, offset, count, symbols, book_for, on_other) -> scan counts or None"},
+     "apply_buffer(itch_core, buf, offset, count, symbols, book_for, on_other, types) -> scan counts or None"},
     {"new_book", (PyCFunction)bc_new_book, METH_NOARGS, "a new empty book; returns its index"},
     {"bind", (PyCFunction)bc_bind, METH_VARARGS, "bind(locate, book index)"},
     {"best", (PyCFunction)bc_best, METH_VARARGS, "best(book, is_bid) -> price or None"},
