@@ -13,8 +13,19 @@ from types import ModuleType
 from typing import Optional, Tuple
 
 
-#: what the Python code uses from the compiled module (checked at import)
-REQUIRED = ("ItchCore", "ItchField", "ItchBookCore", "FixCore", "FrameCore", "split_pcap")
+#: what the Python code uses from the compiled module (checked at import; "Type.method" for methods
+#: added to a type after it first shipped)
+REQUIRED = ("ItchCore", "ItchField", "ItchBookCore", "ItchBookCore.apply_buffer", "FixCore", "FrameCore",
+            "split_pcap")
+
+
+def _has(module: ModuleType, dotted: str) -> bool:
+    obj = module
+    for part in dotted.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return False
+    return True
 
 
 def _load() -> Tuple[Optional[ModuleType], str]:
@@ -24,7 +35,7 @@ def _load() -> Tuple[Optional[ModuleType], str]:
         from . import _native  # type: ignore[attr-defined]
     except ImportError as e:
         return None, f"compiled module not built ({e}); reinstall with a C compiler and python3-dev"
-    missing = [name for name in REQUIRED if not hasattr(_native, name)]
+    missing = [name for name in REQUIRED if not _has(_native, name)]
     if missing:     # a .so built from older sources than this Python code: never half-use it
         return None, (f"compiled module is stale (no {', '.join(missing)}); rebuild it: "
                       f"pip install -e . (or tools/setup-host.sh)")

@@ -157,10 +157,16 @@ class _Quotes:
 class Pipeline:
     """Events in, a report out (see the module docstring).
 
+    ``fused_itch``: ITCH message blocks go straight into the venue's book (ItchBook.apply_buffer, no
+    message objects) when nothing else reads the messages (no cross-venue view) and the whole packet
+    is new to the arbitrated feed; the report is the same as with False (tests/unit/test_native.py).
+
     ``config``: a :class:`~.config.Config` (None: no venues, everything is unclassified).
     ``mdp3_schema``: path of the MDP3 SBE schema XML for MDP3 venues.
     ``crossvenue``: True, False or ``"auto"``.
     """
+
+    fused_itch = True
 
     def __init__(self, config=None, *, mdp3_schema: Optional[str] = None, clock: str = CLOCK_PCAP,
                  crossvenue: Any = "auto", stale_after_ns: Optional[int] = None,
@@ -361,25 +367,56 @@ class Pipeline:
             self._count(st.protocol, msgs)
 
     def _h_mold(self, st: _Udp, ev) -> None:
+        p = ev.payload
+        count = ((p[18] << 8) | p[19]) if len(p) > 20 else 0
+        if 0 < count < 0xFFFF and self.fused_itch and self.crossvenue is None:
+            return self._h_mold_fused(st, ev, count)
         msgs = self._decode(st, ev)
         if msgs:
             self._count(ITCH, msgs)
+        new = self._mold_quality(st, ev)
+        if new is not None and msgs:
+            self._mold_book(st, ev, msgs, new)
+
+    def _h_mold_fused(self, st: _Udp, ev, count: int) -> None:
+        """A packet with message blocks when no cross-venue view needs the tops: feed quality first
+        (it reads the header only), then, when the arbitrated view counts all ``count`` messages as
+        new (every decoded one goes to the book, as _first_copies would pass them), the block is
+        decoded straight into the book (MoldUDP64Decoder.feed_book). Otherwise the message path."""
+        new = self._mold_quality(st, ev)
+        if new is None or new < count:
+            msgs = self._decode(st, ev)
+            if msgs:
+                self._count(ITCH, msgs)
+                if new is not None:
+                    self._mold_book(st, ev, msgs, new)
+            return
+        c = self.messages.get(ITCH)
+        if c is None:
+            c = self.messages[ITCH] = collections.Counter()
+        st.decoder.feed_book(ev.payload, st.book, c)
+        if not c:                      # as _count: no entry before the first message
+            del self.messages[ITCH]
+
+    def _mold_quality(self, st: _Udp, ev) -> Optional[int]:
+        """Feed quality for a MoldUDP64 packet; the messages the arbitrated view counted as new, or
+        None when no book update follows (short, heartbeat, end of session, re-request, error)."""
         p = ev.payload
         n = len(p)
         if n < 20:
-            return
+            return None
         try:
             raw, seq, count = _MOLD_HDR(p, 0)
             session = raw.rstrip(b" \x00").decode("ascii", "replace")
             ts = ev.ts_ns
             if count == 0:
                 self.feeds.on_packet(st.fq_stream, st.line, ts, seq, 0, None, session)
-                return
+                return None
             if count == 0xFFFF:
                 self.feeds.on_end_of_session(st.fq_stream, st.line, ts, seq)
-                return
+                return None
             if n == 20:                     # a re-request packet, not feed data
-                return
+                return None
             fqs = st.fqs
             if fqs is None:                 # another line of the stream may have created it
                 fqs = st.fqs = self.feeds.streams.get(st.fq_stream)
@@ -387,12 +424,12 @@ class Pipeline:
             self.feeds.on_packet(st.fq_stream, st.line, ts, seq, count, None, session)
             if fqs is None:
                 fqs = st.fqs = self.feeds.streams.get(st.fq_stream)
-            new = fqs.arb.messages - before
+            return fqs.arb.messages - before
         except Exception as e:  # noqa: BLE001
             self._error("feed_quality", e)
-            return
-        if not msgs:
-            return
+            return None
+
+    def _mold_book(self, st: _Udp, ev, msgs, new: int) -> None:
         try:
             msgs = self._first_copies(st.venue, msgs, new)
             if not msgs:
@@ -401,6 +438,7 @@ class Pipeline:
             book.apply_many(msgs)
             if self.crossvenue is not None:
                 books = book.books
+                ts = ev.ts_ns
                 for loc in {m[0] for m in msgs}:
                     b = books.get(loc)
                     if b is not None:

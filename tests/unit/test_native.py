@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections import Counter
 import subprocess
 import sys
 from pathlib import Path
@@ -453,9 +454,9 @@ _BOOK_TYPES = "AFECXDUHR"
 
 
 @st.composite
-def _book_messages(draw):
-    """Adversarial order flow: few refs (duplicates, unknown refs), zero and huge sizes, two locates
-    sharing a symbol, odd sides."""
+def _book_block(draw):
+    """Adversarial order flow as a message block: few refs (duplicates, unknown refs), zero and huge
+    sizes, two locates sharing a symbol, odd sides."""
     specs = []
     for _ in range(draw(st.integers(1, 60))):
         t = draw(st.sampled_from(_BOOK_TYPES))
@@ -480,7 +481,11 @@ def _book_messages(draw):
             if t == "H":
                 f["trading_state"] = draw(st.sampled_from("HT"))
         specs.append(encode_message(t, **f))
-    return ITCH50Decoder().feed(frame(specs))
+    return frame(specs)
+
+
+def _book_messages():
+    return _book_block().map(ITCH50Decoder().feed)
 
 
 @needs_native
@@ -497,6 +502,95 @@ def test_book_fuzz_random_field_bytes(bodies):
     """Random bytes in every field (u64 refs, u32 sizes and prices) through the native decoder."""
     buf = frame([t.encode() + body[:MESSAGE_LENGTHS[t] - 1] for t, body in bodies])
     books_both([ITCH50Decoder().feed(buf)])
+
+
+# -- apply_buffer: a message block decoded straight into the book (compiled: no message objects)
+
+def fused_both(blocks, resolve_symbols: bool = True) -> ItchBook:
+    """Feed each (buf, offset, count) block three ways: ItchBook.apply_buffer, decode_buffer +
+    apply_many (same backend), and the pure-Python apply_buffer (its fallback); the returned counts,
+    book state, decoder state (stats, rejects, symbols, last_*) and message counts by type must agree
+    after every block."""
+    runs = [(ItchBook("V", native=nat), ITCH50Decoder(resolve_symbols, native=nat), fused, Counter())
+            for nat, fused in ((True, True), (True, False), (False, True))]
+    for buf, offset, count in blocks:
+        seen = []
+        for book, dec, fused, types in runs:
+            if fused:
+                n = book.apply_buffer(buf, offset, count, decoder=dec, types=types)
+            else:
+                msgs = dec.decode_buffer(buf, offset, count)
+                book.apply_many(msgs)
+                types.update(m.msg_type for m in msgs)
+                n = len(msgs)
+            seen.append((n, _book_state(book), _state(dec), dict(types)))
+        assert seen[0] == seen[1] == seen[2]
+    return runs[0][0]
+
+
+def test_apply_buffer_is_decode_buffer_then_apply_many_in_either_backend():
+    buf = frame([encode_message("R", stock_locate=1, stock="AAPL"),
+                 encode_message("A", stock_locate=1, order_reference_number=7, side="B", shares=5, stock="AAPL",
+                                price=10),
+                 encode_message("S", event_code="O"), b"", b"z12",
+                 encode_message("E", stock_locate=1, order_reference_number=7, executed_shares=9, match_number=1)])
+    for native in (True, False):
+        book, ref, dec = ItchBook("V", native=native), ItchBook("V", native=native), ITCH50Decoder(native=native)
+        assert book.apply_buffer(buf) == 4 and book.apply_buffer(bytearray(buf[:-3]), 0, 2) == 2
+        ref.apply_many(dec.decode_buffer(buf) + dec.decode_buffer(bytearray(buf[:-3]), 0, 2))
+        assert _book_state(book) == _book_state(ref) and _state(book.decoder) == _state(dec)
+        assert book.decoder.symbols == {1: "AAPL"} and book.counters == {"over_execute": 1}
+
+
+@needs_native
+def test_apply_buffer_bench_streams_identical():
+    decode_itch = _bench_module("decode_itch")
+    datagrams, n = decode_itch.generate(8_000, seed=11)
+    nat = fused_both([(d, 20, -1) for d in datagrams])
+    assert nat.messages == n and nat.order_count() > 50 and nat.decoder is None
+    replay = _bench_module("replay")
+    path = Path(__file__).parent / ".replay_fused.pcap"      # removed below
+    try:
+        replay.write_itch_capture(path, 3_000, seed=5, symbols=40)
+        stream, n = replay._book_inputs(str(path), 1 << 30)
+    finally:
+        path.unlink()
+    probe = ITCH50Decoder()
+    probe.decode_buffer(stream, 0, n // 3)
+    cut = probe.last_offset                                     # message boundaries
+    probe.decode_buffer(stream, cut, 500)
+    assert fused_both([(stream[:cut], 0, -1), (stream, cut, 500), (stream, probe.last_offset, -1)]).messages == n
+    fused_both([(stream[:len(stream) // 3], 0, -1), (stream, len(stream) // 3, -1)])   # cut mid-message
+
+
+@needs_native
+@pytest.mark.skipif(not ITCH_CORPUS.is_dir(), reason=f"ITCH corpus not found at {ITCH_CORPUS}")
+def test_apply_buffer_corpus_identical_whole_and_truncated():
+    payloads = _corpus_payloads()
+    assert payloads
+    fused_both([(p, 20, int.from_bytes(p[18:20], "big")) for _name, p in payloads])
+    fused_both([(p[:cut], 20, -1) for _name, p in payloads for cut in range(20, len(p), 7)], resolve_symbols=False)
+
+
+@needs_native
+@FUZZ
+@given(blocks=st.lists(st.tuples(_book_block(), st.integers(0, 3), st.integers(-1, 80)), min_size=1, max_size=4))
+def test_apply_buffer_fuzz_adversarial_flow(blocks):
+    fused_both(blocks)
+
+
+@needs_native
+@FUZZ
+@given(buf=st.binary(max_size=300), offset=st.integers(0, 40), count=st.integers(-1, 20), framed=_framed())
+def test_apply_buffer_fuzz_random_and_damaged_bytes(buf, offset, count, framed):
+    fused_both([(buf, offset, count), (framed, 0, count), (framed, 0, -1)])
+
+
+@needs_native
+@FUZZ
+@given(bodies=st.lists(st.tuples(st.sampled_from("AFECXDUHR"), st.binary(min_size=48, max_size=48)), max_size=40))
+def test_apply_buffer_fuzz_random_field_bytes(bodies):
+    fused_both([(frame([t.encode() + body[:MESSAGE_LENGTHS[t] - 1] for t, body in bodies]), 0, -1)])
 
 
 # ---- FIX framing and fast-path fields -----------------------------------------------------------

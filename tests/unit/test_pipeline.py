@@ -496,3 +496,80 @@ def test_replay_memory_stays_flat(tmp_path):
     assert (n_small, n_big) == (2_000, 200_000)
     assert rss_big - rss_small < 60, (rss_small, rss_big)
     assert rss_big < 300 * 0.5, rss_big
+
+
+# ---- fused ITCH books: the same report with Pipeline.fused_itch on and off --------------------------
+
+def _fused_same_report(pcap, cfg, monkeypatch, **kw) -> int:
+    """Replay `pcap` with the fused ITCH path on and off; the reports must be equal. Returns how many
+    packets went through the fused path."""
+    from hft_packetfilter.protocols.moldudp64 import MoldUDP64Decoder
+
+    calls = []
+    real = MoldUDP64Decoder.feed_book
+    monkeypatch.setattr(MoldUDP64Decoder, "feed_book", lambda self, *a: calls.append(1) or real(self, *a))
+    docs = []
+    for fused in (True, False):
+        p = Pipeline(cfg, **kw)
+        p.fused_itch = fused
+        docs.append(run_capture(pcap, cfg, pipeline=p, **kw))
+    assert docs[0] == docs[1]
+    return len(calls)
+
+
+def _bench_payloads(tmp_path, packets: int):
+    sys.path.insert(0, str(ROOT / "tools" / "bench"))
+    import replay
+    from hft_packetfilter.sources.pcap import read_events
+
+    src = tmp_path / "bench.pcap"
+    replay.write_itch_capture(src, packets, seed=9, symbols=25, max_live=300)
+    return [ev.payload for ev in read_events(src)]
+
+
+def test_fused_itch_same_report_on_the_test_feeds(tmp_path, monkeypatch):
+    cfg = cfgmod.loads(ITCH_CONFIG)
+    one = write_pcap(tmp_path / "itch.pcap", itch_feed())
+    ab = write_pcap(tmp_path / "itch-ab.pcap", itch_feed(("233.54.12.1", "233.54.12.2")))
+    assert _fused_same_report(one, cfg, monkeypatch) > 0
+    assert _fused_same_report(ab, cfg, monkeypatch) > 0
+    _fused_same_report(ab, cfg, monkeypatch, crossvenue=True)      # fused path off: still the same
+
+
+def test_fused_itch_same_report_on_a_damaged_ab_bench_feed(tmp_path, monkeypatch):
+    """The bench feed on two lines with drops, repeats, late copies, truncated and padded payloads."""
+    import random
+
+    payloads = _bench_payloads(tmp_path, 3_000)
+    rng = random.Random(4)
+    recs = []
+    ts = T0
+    for i, p in enumerate(payloads):
+        r = rng.random()
+        if r < 0.03:
+            p = p[:rng.randint(0, len(p))]
+        elif r < 0.05:
+            p = p + b"\x00\x07junk"
+        elif r < 0.06:
+            p = p[:18] + b"\x00\x01" + p[20:]                       # count smaller than the block
+        lines = [a for a in ("233.54.12.1", "233.54.12.2") if rng.random() > 0.05]
+        for k, dst in enumerate(lines):
+            recs.append((ts + k * 5 * US, udp_frame("10.0.0.1", dst, 40000, 26477, p)))
+        if rng.random() < 0.02 and i > 10:                           # a late repeat of an old packet
+            recs.append((ts + US, udp_frame("10.0.0.1", "233.54.12.1", 40000, 26477, payloads[i - 7])))
+        ts += 20 * US
+    cfg = cfgmod.loads(ITCH_CONFIG)
+    pcap = write_pcap(tmp_path / "damaged.pcap", recs)
+    assert _fused_same_report(pcap, cfg, monkeypatch) > 1_000
+
+
+@pytest.mark.skipif(not (CORPUS / "omi-nasdaq-itch50").is_dir(), reason=f"ITCH corpus absent: {CORPUS}")
+def test_fused_itch_same_report_on_the_corpus(monkeypatch):
+    from hft_packetfilter.classify import guess
+    from hft_packetfilter.sources.pcap import read_events
+
+    fused = 0
+    for f in sorted((CORPUS / "omi-nasdaq-itch50").rglob("*.pcap")):
+        cfg, _notes = guess(read_events(f))
+        fused += _fused_same_report(f, cfg, monkeypatch)
+    assert fused >= 8          # every MoldUDP64 data packet the guessed configs give an ITCH venue

@@ -18,6 +18,9 @@ Comparisons (each a line; with ``--json`` one JSON object per line, ARCHITECTURE
   package (PyPI, C++ core) building its books (``Session(tables=["bbo"])``, BBO output) from the
   same messages as one length-prefixed stream. A second row times ``ItchBook.apply_many`` alone on
   the already decoded messages.
+* ``books_fused`` msgs/s ("fused decode+book"): ours = ``ItchBook.apply_buffer`` on the same stream,
+  which decodes it straight into the compiled book (no message objects for the order flow; the
+  same book and decoder state as the ``books`` row, checked here); same peer run.
 
 A peer that cannot run is reported with ``"peer_value": null`` and a reason. Benchmarks are not
 tests: nothing here asserts a time.
@@ -216,14 +219,22 @@ def run(quick: bool = False, packets: int = 0) -> list:
             b.apply_many(itch50.ITCH50Decoder().decode_buffer(stream))
             return b
 
+        def ours_fused():
+            b = ItchBook("bench")
+            b.apply_buffer(stream)
+            return b
+
         msgs = itch50.ITCH50Decoder().decode_buffer(stream)
         assert len(msgs) == n_book
+        fused, split = ours_fused(), ours_books()
+        assert fused.messages == split.messages == n_book and fused.snapshot() == split.snapshot()
 
         def ours_apply():
             ItchBook("bench").apply_many(msgs)
 
         t_ours = _best(ours_books, 1 if quick else 3)
         t_apply = _best(ours_apply, 1 if quick else 3)
+        t_fused = _best(ours_fused, 1 if quick else 3)
         try:
             import itch_book  # type: ignore
             import numpy as np  # type: ignore
@@ -231,6 +242,7 @@ def run(quick: bool = False, packets: int = 0) -> list:
             reason = f"itch-book not installed ({e}); pip install itch-book"
             rows.append(_row("books", "msgs/s", n_book / t_ours, "itch-book", None, reason))
             rows.append(_row("books_apply_only", "msgs/s", n_book / t_apply, "itch-book", None, reason))
+            rows.append(_row("books_fused", "msgs/s", n_book / t_fused, "itch-book", None, reason))
             return rows
         arr = np.frombuffer(stream, dtype=np.uint8)
 
@@ -257,6 +269,9 @@ def run(quick: bool = False, packets: int = 0) -> list:
                               f"itch-book {ver} C++ Session(tables=['bbo']) on the same length-prefixed stream"))
         rows.append(_row("books_apply_only", "msgs/s", n_book / t_apply, "itch-book", n_book / t_peer,
                          note="ours: ItchBook.apply_many on already decoded messages"))
+        rows.append(_row("books_fused", "msgs/s", n_book / t_fused, "itch-book", n_book / t_peer,
+                         note="fused decode+book: ItchBook.apply_buffer on the same stream (no message objects "
+                              "for the order flow)"))
     finally:
         os.unlink(path)
     return rows

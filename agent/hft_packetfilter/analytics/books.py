@@ -13,7 +13,8 @@ priority), ``H`` trading status, ``R`` directory (locate -> symbol). State: one 
 ``order ref -> [is_bid, price, qty, symbol book, mpid]`` and per symbol two dicts ``price -> qty``
 with the best price kept incrementally on adds and recomputed lazily (``max``/``min`` over the
 levels) only after the best level empties. ``apply_many(messages)`` is the batch entry point (one
-Python loop, hot types first); ``apply(message)`` does one. When the optional compiled module is built
+Python loop, hot types first); ``apply(message)`` does one; ``apply_buffer(block)`` decodes a
+MoldUDP64 message block into the book (compiled: no message objects for the order flow). When the optional compiled module is built
 (``hft_packetfilter._native``; ``ItchBook(native=False)`` or HFTPF_NO_NATIVE=1 turn it off) the same state
 lives in C and ``apply_many`` runs there; ``orders``, ``bids`` and ``asks`` are then built on each read
 (equal to the Python ones, but copies: change the book through its messages only).
@@ -36,12 +37,14 @@ status and unit clear (drops the unit's orders).
 from __future__ import annotations
 
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from .. import _accel
-from ..protocols.itch50 import MESSAGE_CLASSES as _ITCH
+from ..protocols.itch50 import MESSAGE_CLASSES as _ITCH, ITCH50Decoder
 
 PRICE_EXPONENT = -4
+_MSG_TYPE = attrgetter("msg_type")
 Top = Tuple[Optional[int], Optional[int], Optional[int], Optional[int]]
 
 
@@ -240,6 +243,7 @@ class ItchBook(_OrderBookBase):
 
     def __init__(self, venue: str = "", native: bool = True) -> None:
         self._core = None
+        self.decoder: Optional[ITCH50Decoder] = None     # apply_buffer's own, made on first use
         super().__init__(venue)
         if native and _accel.NATIVE is not None:
             self._core = _accel.NATIVE.ItchBookCore(self.counters, (
@@ -373,6 +377,38 @@ class ItchBook(_OrderBookBase):
             elif t == "H" or t == "R":
                 self._apply_other(m)
         self.messages += n
+
+    def apply_buffer(self, buf, offset: int = 0, count: int = -1, decoder: Optional[ITCH50Decoder] = None,
+                     types: Optional[Dict[str, int]] = None) -> int:
+        """Decode a block of u16 length-prefixed ITCH messages (a MoldUDP64 message block) from
+        ``buf[offset:]`` straight into the book; returns the number of messages decoded and applied.
+
+        The result (book state, ``counters``, ``messages``, and the decoder's stats, rejects, symbol
+        directory and ``last_*``) is that of ``apply_many(decoder.decode_buffer(buf, offset, count))``,
+        which is also the fallback. With both compiled cores the block goes through the decoder's scan
+        into the book core with no message object built except for H and R. ``decoder`` defaults to
+        one kept by the book (its ``symbols`` then live in ``self.decoder``). ``types`` (a Counter) gets
+        one count per message under its ``msg_type``, as ``Counter.update(m.msg_type for m in msgs)``.
+        """
+        dec = decoder
+        if dec is None:
+            if self.decoder is None:
+                self.decoder = ITCH50Decoder(native=self._core is not None)
+            dec = self.decoder
+        if self._core is not None and dec._core is not None and offset >= 0:
+            r = self._core.apply_buffer(dec._core, buf, offset, count,
+                                        dec.symbols if dec.resolve_symbols else None,
+                                        self._book_index, self._apply_other, types)
+            if r is not None:               # None: not a byte buffer, nothing touched
+                good = r[0]
+                dec._account_scan(offset, *r)
+                self.messages += good
+                return good
+        msgs = dec.decode_buffer(buf, offset, count)
+        self.apply_many(msgs)
+        if types is not None:
+            types.update(map(_MSG_TYPE, msgs))
+        return len(msgs)
 
     def _remove_order(self, ref: int) -> None:
         o = self._orders.pop(ref, None)

@@ -10,6 +10,8 @@
  * qty, price), taken from the decoder's layouts by books.py. E/C/X use fields 4 (ref) and 5 (qty).
  * apply_many(messages, book_for, on_other): A/F/E/C/X/D/U are applied here; H and R go to
  * on_other(m); an add for a locate with no book calls book_for(locate, stock) -> book index.
+ * apply_buffer(itch_core, buf, ...) does the same straight from a block of u16 length-prefixed
+ * messages, framed by the decoder core's scan (hf_itch_scan), building objects only for H and R.
  * Integers are int64 (prices and sizes are u32 on the wire); refs are u64. */
 #include "hftpf_native.h"
 #include <string.h>
@@ -410,64 +412,42 @@ static int new_order(BookCore *self, uint64_t ref, int bid, int64_t px, int64_t 
     return lv_add(&self->books[book], bid, px, qty);
 }
 
-static int apply_add(BookCore *self, PyObject *m, int kind, PyObject *book_for)
+/* The book bound to locate, or book_for(locate, stock()) -> index when none is (stock built only
+ * then). -1 with an exception set. */
+static int32_t book_for_locate(BookCore *self, int64_t loc, PyObject *book_for, PyObject *stock)
 {
-    const Py_ssize_t *ix = self->idx;
-    uint64_t ref;
-    int64_t loc, px, qty;
-    int32_t bi = -1;
-    if (field_u64(m, ix[I_A_REF], &ref) < 0 || field_i64(m, 0, &loc) < 0)
+    int32_t bi = (loc >= 0 && loc < 65536) ? self->locate[loc] : -1;
+    if (bi >= 0)
+        return bi;
+    if (stock == NULL)
         return -1;
-    if (loc >= 0 && loc < 65536)
-        bi = self->locate[loc];
-    if (bi < 0) {
-        PyObject *stock = field(m, ix[I_A_STOCK]), *r;
-        if (stock == NULL)
-            return -1;
-        r = PyObject_CallFunction(book_for, "LO", (long long)loc, stock);
-        Py_DECREF(stock);
-        if (r == NULL)
-            return -1;
-        long v = PyLong_AsLong(r);
-        Py_DECREF(r);
-        if (v == -1 && PyErr_Occurred())
-            return -1;
-        if (v < 0 || v >= self->nbooks) {
-            PyErr_SetString(PyExc_IndexError, "book_for returned no book index");
-            return -1;
-        }
-        bi = (int32_t)v;
+    PyObject *r = PyObject_CallFunction(book_for, "LO", (long long)loc, stock);
+    if (r == NULL)
+        return -1;
+    long v = PyLong_AsLong(r);
+    Py_DECREF(r);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (v < 0 || v >= self->nbooks) {
+        PyErr_SetString(PyExc_IndexError, "book_for returned no book index");
+        return -1;
     }
-    if (field_i64(m, ix[I_A_PX], &px) < 0 || field_i64(m, ix[I_A_QTY], &qty) < 0)
-        return -1;
-    PyObject *side = field(m, ix[I_A_SIDE]);
-    if (side == NULL)
-        return -1;
-    int bid = PyBytes_Check(side) && PyBytes_GET_SIZE(side) == 1 && PyBytes_AS_STRING(side)[0] == 'B';
-    Py_DECREF(side);
+    return (int32_t)v;
+}
+
+/* ---- the state changes, shared by the message-object path (apply_many) and the raw one -------- */
+static int add_order(BookCore *self, uint64_t ref, int bid, int64_t px, int64_t qty, int32_t bi, PyObject *mpid)
+{
     if (hm_find(&self->orders, ref) != NULL) {
         if (count(self, "duplicate_order") < 0 || drop_order(self, ref) < 0)
             return -1;
     }
-    PyObject *mpid = NULL;
-    if (kind == 'F' && (mpid = field(m, ix[I_F_MPID])) == NULL)
-        return -1;
-    int rc = new_order(self, ref, bid, px, qty, bi, mpid);
-    Py_XDECREF(mpid);
-    return rc;
+    return new_order(self, ref, bid, px, qty, bi, mpid);
 }
 
-static int apply_reduce(BookCore *self, PyObject *m, int kind)
+/* E/C/X on live order o (ref): executes count volume, over-sized ones are counted and capped. */
+static int reduce_order(BookCore *self, Slot *o, uint64_t ref, int64_t qty, int kind)
 {
-    uint64_t ref;
-    int64_t qty;
-    if (field_u64(m, 4, &ref) < 0)
-        return -1;
-    Slot *o = hm_find(&self->orders, ref);
-    if (o == NULL)
-        return count(self, "unknown_order");
-    if (field_i64(m, 5, &qty) < 0)
-        return -1;
     int64_t left = o->qty - qty;
     if (left < 0) {
         if (count(self, kind != 'X' ? "over_execute" : "over_cancel") < 0)
@@ -490,6 +470,73 @@ static int apply_reduce(BookCore *self, PyObject *m, int kind)
     return 0;
 }
 
+static int delete_order(BookCore *self, uint64_t ref)
+{
+    int rc = drop_order(self, ref);
+    return rc == 0 ? count(self, "unknown_order") : (rc < 0 ? -1 : 0);
+}
+
+/* U on live order o: the new order keeps side, book and MPID, and loses priority. */
+static int replace_order(BookCore *self, Slot *o, uint64_t new_ref, int64_t px, int64_t qty)
+{
+    int bid = o->is_bid;
+    int32_t bi = o->book;
+    int64_t opx = o->px, oqty = o->qty;
+    PyObject *mpid = o->mpid;               /* our reference now */
+    o->mpid = NULL;
+    hm_del(&self->orders, o);
+    int rc = lv_remove(&self->books[bi], bid, opx, oqty);
+    if (rc == 0)
+        rc = add_order(self, new_ref, bid, px, qty, bi, mpid);
+    Py_XDECREF(mpid);
+    return rc;
+}
+
+/* ---- message objects (apply_many) ------------------------------------------------------------- */
+static int apply_add(BookCore *self, PyObject *m, int kind, PyObject *book_for)
+{
+    const Py_ssize_t *ix = self->idx;
+    uint64_t ref;
+    int64_t loc, px, qty;
+    if (field_u64(m, ix[I_A_REF], &ref) < 0 || field_i64(m, 0, &loc) < 0)
+        return -1;
+    int32_t bi = (loc >= 0 && loc < 65536) ? self->locate[loc] : -1;
+    if (bi < 0) {
+        PyObject *stock = field(m, ix[I_A_STOCK]);
+        bi = book_for_locate(self, loc, book_for, stock);
+        Py_XDECREF(stock);
+        if (bi < 0)
+            return -1;
+    }
+    if (field_i64(m, ix[I_A_PX], &px) < 0 || field_i64(m, ix[I_A_QTY], &qty) < 0)
+        return -1;
+    PyObject *side = field(m, ix[I_A_SIDE]);
+    if (side == NULL)
+        return -1;
+    int bid = PyBytes_Check(side) && PyBytes_GET_SIZE(side) == 1 && PyBytes_AS_STRING(side)[0] == 'B';
+    Py_DECREF(side);
+    PyObject *mpid = NULL;
+    if (kind == 'F' && (mpid = field(m, ix[I_F_MPID])) == NULL)
+        return -1;
+    int rc = add_order(self, ref, bid, px, qty, bi, mpid);
+    Py_XDECREF(mpid);
+    return rc;
+}
+
+static int apply_reduce(BookCore *self, PyObject *m, int kind)
+{
+    uint64_t ref;
+    int64_t qty;
+    if (field_u64(m, 4, &ref) < 0)
+        return -1;
+    Slot *o = hm_find(&self->orders, ref);
+    if (o == NULL)
+        return count(self, "unknown_order");
+    if (field_i64(m, 5, &qty) < 0)
+        return -1;
+    return reduce_order(self, o, ref, qty, kind);
+}
+
 static int apply_replace(BookCore *self, PyObject *m)
 {
     const Py_ssize_t *ix = self->idx;
@@ -500,34 +547,30 @@ static int apply_replace(BookCore *self, PyObject *m)
     Slot *o = hm_find(&self->orders, old_ref);
     if (o == NULL)
         return count(self, "unknown_order");
-    int bid = o->is_bid;
-    int32_t bi = o->book;
-    int64_t opx = o->px, oqty = o->qty;
-    PyObject *mpid = o->mpid;               /* our reference now */
-    o->mpid = NULL;
-    hm_del(&self->orders, o);
-    int rc = lv_remove(&self->books[bi], bid, opx, oqty);
-    if (rc == 0 && (field_u64(m, ix[I_U_NEW], &new_ref) < 0 || field_i64(m, ix[I_U_PX], &px) < 0
-                    || field_i64(m, ix[I_U_QTY], &qty) < 0))
-        rc = -1;
-    if (rc == 0 && hm_find(&self->orders, new_ref) != NULL)
-        rc = (count(self, "duplicate_order") < 0 || drop_order(self, new_ref) < 0) ? -1 : 0;
-    if (rc == 0)
-        rc = new_order(self, new_ref, bid, px, qty, bi, mpid);
-    Py_XDECREF(mpid);
-    return rc;
+    if (field_u64(m, ix[I_U_NEW], &new_ref) < 0 || field_i64(m, ix[I_U_PX], &px) < 0
+        || field_i64(m, ix[I_U_QTY], &qty) < 0)
+        return -1;
+    return replace_order(self, o, new_ref, px, qty);
+}
+
+/* A batch call has its arguments and an initialised core; -1 with an exception set otherwise. */
+static int batch_ready(BookCore *self, Py_ssize_t nargs, Py_ssize_t want, const char *usage)
+{
+    if (nargs != want) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    if (self->counters == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "ItchBookCore not initialised");
+        return -1;
+    }
+    return 0;
 }
 
 static PyObject *bc_apply_many(BookCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "apply_many(messages, book_for, on_other)");
+    if (batch_ready(self, nargs, 3, "apply_many(messages, book_for, on_other)") < 0)
         return NULL;
-    }
-    if (self->counters == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "ItchBookCore not initialised");
-        return NULL;
-    }
     PyObject *it = PyObject_GetIter(args[0]), *m;
     if (it == NULL)
         return NULL;
@@ -541,10 +584,8 @@ static PyObject *bc_apply_many(BookCore *self, PyObject *const *args, Py_ssize_t
         case 'D': {
             uint64_t ref;
             rc = field_u64(m, self->idx[I_D_REF], &ref);
-            if (rc == 0 && (rc = drop_order(self, ref)) == 0)
-                rc = count(self, "unknown_order");
-            else if (rc == 1)
-                rc = 0;
+            if (rc == 0)
+                rc = delete_order(self, ref);
             break;
         }
         case 'U': rc = apply_replace(self, m); break;
@@ -567,6 +608,219 @@ static PyObject *bc_apply_many(BookCore *self, PyObject *const *args, Py_ssize_t
     if (PyErr_Occurred())
         return NULL;
     return PyLong_FromSsize_t(n);
+}
+
+/* ---- raw message blocks (apply_buffer): decode and apply with no message object --------------
+ * Byte offsets come from the decoder core's layouts at the same field indices the object path uses,
+ * so both read the same bytes. Only H and R (rare) are built as objects, for on_other. */
+typedef struct {
+    unsigned short loc, ref, side, qty, stock, px, ref2, mpid;
+    unsigned char stock_w, mpid_w, present;
+} RawAt;
+
+typedef struct {
+    BookCore *self;
+    PyObject *book_for, *on_other;
+    PyObject *mpid;                 /* the last MPID bytes built (equal ones are shared) */
+    RawAt at[7];                    /* A F E C X D U */
+    Py_ssize_t types[256];          /* messages per type byte */
+} RawCtx;
+
+/* counter[chr(t)] += n for every type seen (a Counter of msg_type, as the pipeline keeps). */
+static int add_type_counts(PyObject *counter, const Py_ssize_t *types)
+{
+    for (int t = 0; t < 256; t++) {
+        if (!types[t])
+            continue;
+        PyObject *k = PyUnicode_FromOrdinal(t), *v, *nv;
+        if (k == NULL)
+            return -1;
+        v = PyDict_GetItemWithError(counter, k);
+        Py_ssize_t have = v ? PyLong_AsSsize_t(v) : 0;
+        if ((v == NULL && PyErr_Occurred()) || (have == -1 && PyErr_Occurred())
+            || (nv = PyLong_FromSsize_t(have + types[t])) == NULL) {
+            Py_DECREF(k);
+            return -1;
+        }
+        int rc = PyDict_SetItem(counter, k, nv);
+        Py_DECREF(k);
+        Py_DECREF(nv);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static const char RAW_TYPES[] = "AFECXDU";
+
+/* Offset of field i of type t into *off, checking its kind and width; 0 when the type has no layout. */
+static int raw_field(PyObject *core, int t, Py_ssize_t i, int kind, int width, unsigned short *off,
+                     unsigned char *w)
+{
+    int o, fw, fk;
+    if (hf_itch_field(core, t, i, &o, &fw, &fk) < 0 || fk != kind || (width && fw != width)) {
+        PyErr_Format(PyExc_ValueError, "apply_buffer: field %zd of type %c does not match the book", i, t);
+        return -1;
+    }
+    *off = (unsigned short)o;
+    if (w)
+        *w = (unsigned char)fw;
+    return 0;
+}
+
+static int raw_setup(RawCtx *c, PyObject *core)
+{
+    const Py_ssize_t *ix = c->self->idx;
+    for (int k = 0; k < 7; k++) {
+        int t = RAW_TYPES[k], o, fw, fk;
+        RawAt *a = &c->at[k];
+        memset(a, 0, sizeof(*a));
+        if (hf_itch_field(core, t, 0, &o, &fw, &fk) < 0)
+            continue;                       /* no layout: the scan never visits this type */
+        a->present = 1;
+        int rc;
+        switch (t) {
+        case 'A': case 'F':
+            rc = raw_field(core, t, 0, HF_U16, 2, &a->loc, NULL)
+                 || raw_field(core, t, ix[I_A_REF], HF_U64, 8, &a->ref, NULL)
+                 || raw_field(core, t, ix[I_A_SIDE], HF_BYTES, 1, &a->side, NULL)
+                 || raw_field(core, t, ix[I_A_QTY], HF_U32, 4, &a->qty, NULL)
+                 || raw_field(core, t, ix[I_A_STOCK], HF_BYTES, 0, &a->stock, &a->stock_w)
+                 || raw_field(core, t, ix[I_A_PX], HF_U32, 4, &a->px, NULL)
+                 || (t == 'F' && raw_field(core, t, ix[I_F_MPID], HF_BYTES, 0, &a->mpid, &a->mpid_w));
+            break;
+        case 'D':
+            rc = raw_field(core, t, ix[I_D_REF], HF_U64, 8, &a->ref, NULL);
+            break;
+        case 'U':
+            rc = raw_field(core, t, ix[I_U_OLD], HF_U64, 8, &a->ref, NULL)
+                 || raw_field(core, t, ix[I_U_NEW], HF_U64, 8, &a->ref2, NULL)
+                 || raw_field(core, t, ix[I_U_QTY], HF_U32, 4, &a->qty, NULL)
+                 || raw_field(core, t, ix[I_U_PX], HF_U32, 4, &a->px, NULL);
+            break;
+        default:                            /* E C X: order reference, then shares */
+            rc = raw_field(core, t, 4, HF_U64, 8, &a->ref, NULL) || raw_field(core, t, 5, HF_U32, 4, &a->qty, NULL);
+            break;
+        }
+        if (rc)
+            return -1;
+    }
+    return 0;
+}
+
+static PyObject *raw_mpid(RawCtx *c, const unsigned char *s, int w)
+{
+    PyObject *p = c->mpid;
+    if (p == NULL || PyBytes_GET_SIZE(p) != w || memcmp(PyBytes_AS_STRING(p), s, (size_t)w) != 0) {
+        if ((p = PyBytes_FromStringAndSize((const char *)s, w)) == NULL)
+            return NULL;
+        Py_XSETREF(c->mpid, p);
+    }
+    return p;                               /* borrowed */
+}
+
+static int raw_apply(void *ctx, PyObject *core, const unsigned char *m)
+{
+    RawCtx *c = ctx;
+    BookCore *self = c->self;
+    const RawAt *a;
+    int t = m[0];
+    c->types[t]++;
+    switch (t) {
+    case 'A': case 'F': {
+        a = &c->at[t == 'A' ? 0 : 1];
+        int64_t loc = hf_be16(m + a->loc);
+        int32_t bi = self->locate[loc];
+        if (bi < 0) {
+            PyObject *stock = PyBytes_FromStringAndSize((const char *)m + a->stock, a->stock_w);
+            bi = book_for_locate(self, loc, c->book_for, stock);
+            Py_XDECREF(stock);
+            if (bi < 0)
+                return -1;
+        }
+        PyObject *mpid = NULL;
+        if (t == 'F' && (mpid = raw_mpid(c, m + a->mpid, a->mpid_w)) == NULL)
+            return -1;
+        return add_order(self, hf_be64(m + a->ref), m[a->side] == 'B', hf_be32(m + a->px), hf_be32(m + a->qty),
+                         bi, mpid);
+    }
+    case 'E': case 'C': case 'X': {
+        a = &c->at[t == 'E' ? 2 : t == 'C' ? 3 : 4];
+        uint64_t ref = hf_be64(m + a->ref);
+        Slot *o = hm_find(&self->orders, ref);
+        if (o == NULL)
+            return count(self, "unknown_order");
+        return reduce_order(self, o, ref, hf_be32(m + a->qty), t);
+    }
+    case 'D':
+        return delete_order(self, hf_be64(m + c->at[5].ref));
+    case 'U': {
+        a = &c->at[6];
+        Slot *o = hm_find(&self->orders, hf_be64(m + a->ref));
+        if (o == NULL)
+            return count(self, "unknown_order");
+        return replace_order(self, o, hf_be64(m + a->ref2), hf_be32(m + a->px), hf_be32(m + a->qty));
+    }
+    case 'H': case 'R': {
+        PyObject *msg = hf_itch_build(core, m), *r;
+        if (msg == NULL)
+            return -1;
+        r = PyObject_CallOneArg(c->on_other, msg);
+        Py_DECREF(msg);
+        Py_XDECREF(r);
+        return r ? 0 : -1;
+    }
+    default:
+        return 0;                           /* decoded, counted, nothing to apply */
+    }
+}
+
+/* apply_buffer(itch_core, buf, offset, count, symbols, book_for, on_other, types) -> None when buf is
+ * no byte buffer (nothing touched: the caller decodes it the slow way), else the scan's
+ * (good, last_offset, framed, truncated, n_empty, n_unknown, n_bad_length); types (a dict or None)
+ * gets += the number of messages of each type, keyed by the one-letter type. */
+static PyObject *bc_apply_buffer(BookCore *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (batch_ready(self, nargs, 8, "apply_buffer(itch_core, buf, offset, count, symbols, book_for, on_other, types)") < 0)
+        return NULL;
+    PyObject *core = args[0], *symbols = args[4] == Py_None ? NULL : args[4];
+    PyObject *types = args[7] == Py_None ? NULL : args[7];
+    if (!hf_itch_check(core) || (symbols != NULL && !PyDict_Check(symbols)) || (types != NULL && !PyDict_Check(types))) {
+        PyErr_SetString(PyExc_TypeError, "apply_buffer: needs an ItchCore, and dicts or None for symbols and types");
+        return NULL;
+    }
+    Py_ssize_t offset = PyLong_AsSsize_t(args[2]), cnt = PyLong_AsSsize_t(args[3]);
+    if ((offset == -1 || cnt == -1) && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return NULL;
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "offset must be >= 0");
+        return NULL;
+    }
+    RawCtx c = {.self = self, .book_for = args[5], .on_other = args[6]};     /* the rest zeroed */
+    if (raw_setup(&c, core) < 0)
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_TypeError) && !PyErr_ExceptionMatches(PyExc_BufferError))
+            return NULL;
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    HfItchScan sc;
+    PyObject *res = NULL;
+    int rc = hf_itch_scan(core, (const unsigned char *)view.buf, view.len, offset, cnt, symbols, raw_apply, &c, &sc);
+    if (rc == 0 && types != NULL)
+        rc = add_type_counts(types, c.types);
+    if (rc == 0)
+        res = Py_BuildValue("(nnnOnnn)", sc.good, sc.off, sc.framed, sc.truncated ? Py_True : Py_False,
+                            sc.empty, sc.unknown, sc.bad_len);
+    PyBuffer_Release(&view);
+    Py_XDECREF(c.mpid);
+    return res;
 }
 
 /* ---- reading and the generic level API (SymbolBook.add/remove) ------------------------------- */
@@ -739,6 +993,8 @@ static PyMethodDef bc_methods[] = {
     {"mpid_counts", (PyCFunction)bc_mpid_counts, METH_NOARGS, "{mpid: live orders}"},
     {"apply_many", (PyCFunction)(void (*)(void))bc_apply_many, METH_FASTCALL,
      "apply_many(messages, book_for, on_other) -> number of messages"},
+    {"apply_buffer", (PyCFunction)(void (*)(void))bc_apply_buffer, METH_FASTCALL,
+     "apply_buffer(itch_core, buf, offset, count, symbols, book_for, on_other, types) -> scan counts or None"},
     {"new_book", (PyCFunction)bc_new_book, METH_NOARGS, "a new empty book; returns its index"},
     {"bind", (PyCFunction)bc_bind, METH_VARARGS, "bind(locate, book index)"},
     {"best", (PyCFunction)bc_best, METH_VARARGS, "best(book, is_bid) -> price or None"},

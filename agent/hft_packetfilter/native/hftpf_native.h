@@ -67,6 +67,30 @@ PyObject *hf_slots_new(const HfSlots *s, PyObject **vals);
 /* PyType_Ready(type) and add it to the module as `name`; 0 on success, -1 with an exception set. */
 int hf_add_type(PyObject *module, PyTypeObject *type, const char *name);
 
+/* ---- ITCH 5.0 block scanning (itch.c), shared by ItchCore.decode and ItchBookCore.apply_buffer ----
+ * One framing loop for both: u16 length prefix, layout lookup by type byte, length check, rejects
+ * counted by reason, directory messages learnt into `symbols` (a dict, or NULL). */
+enum { HF_U16 = 1, HF_U32, HF_U64, HF_BYTES };     /* field kinds of a layout */
+
+typedef struct {
+    Py_ssize_t off;              /* where framing stopped */
+    Py_ssize_t framed, good;     /* length-prefixed messages seen; of them well-formed (visited) */
+    Py_ssize_t empty, unknown, bad_len;
+    int truncated;               /* a length ran past the end (one "truncated_message") */
+} HfItchScan;
+
+/* Called once per well-formed message: `m` points at its type byte, the layout's length readable.
+ * Returns 0, or -1 with an exception set (the scan stops). */
+typedef int (*HfItchVisit)(void *ctx, PyObject *core, const unsigned char *m);
+
+int hf_itch_check(PyObject *o);                       /* o is an ItchCore */
+int hf_itch_scan(PyObject *core, const unsigned char *b, Py_ssize_t end, Py_ssize_t offset,
+                 Py_ssize_t count, PyObject *symbols, HfItchVisit visit, void *ctx, HfItchScan *out);
+/* The message object ItchCore.decode builds for the message at m (a new reference). */
+PyObject *hf_itch_build(PyObject *core, const unsigned char *m);
+/* Field i of message type t: byte offset from the type byte, width and kind; -1 when there is none. */
+int hf_itch_field(PyObject *core, int t, Py_ssize_t i, int *off, int *width, int *kind);
+
 /* Each part adds its types and functions to the module; 0 on success, -1 with an exception set. */
 int hf_itch_init(PyObject *module);
 int hf_book_init(PyObject *module);

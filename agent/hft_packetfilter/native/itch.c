@@ -7,11 +7,13 @@
  *             alpha) feed the decoder's locate -> symbol map, as _learn_directory does.
  * core.decode(buf, offset, count, symbols) returns (messages, last_offset, framed, truncated,
  * n_empty, n_unknown_type, n_bad_length) (truncated counts as one "truncated_message"), and builds each message as
- * tuple.__new__(cls, struct.unpack_from(fmt, buf, off)) would: H/I/Q -> int, c and Ns -> bytes. */
+ * tuple.__new__(cls, struct.unpack_from(fmt, buf, off)) would: H/I/Q -> int, c and Ns -> bytes.
+ * Its framing loop is hf_itch_scan (hftpf_native.h), which ItchBookCore.apply_buffer (book.c) runs
+ * with its own visitor to apply the messages without building them. */
 #include "hftpf_native.h"
 #include <string.h>
 
-enum { K_U16 = 1, K_U32, K_U64, K_BYTES };
+enum { K_U16 = HF_U16, K_U32 = HF_U32, K_U64 = HF_U64, K_BYTES = HF_BYTES };
 
 #define ITCH_MAX_FIELDS 32
 #define STR_CACHE 1024          /* direct-mapped cache of short alpha fields (symbols, MPIDs) */
@@ -232,11 +234,90 @@ static int learn_directory(PyObject *symbols, const ItchLayout *D, const unsigne
     return rc;
 }
 
+static PyTypeObject ItchCoreType;
+
+int hf_itch_check(PyObject *o)
+{
+    return PyObject_TypeCheck(o, &ItchCoreType);
+}
+
+PyObject *hf_itch_build(PyObject *core, const unsigned char *m)
+{
+    ItchCore *self = (ItchCore *)core;
+    return build(self, self->table[m[0]], m);
+}
+
+int hf_itch_field(PyObject *core, int t, Py_ssize_t i, int *off, int *width, int *kind)
+{
+    const ItchLayout *L = (t >= 0 && t < 256) ? ((ItchCore *)core)->table[t] : NULL;
+    if (L == NULL || i < 0 || i >= L->nfields)
+        return -1;
+    *off = L->f[i].off;
+    *width = L->f[i].width;
+    *kind = L->f[i].kind;
+    return 0;
+}
+
+int hf_itch_scan(PyObject *core, const unsigned char *b, Py_ssize_t end, Py_ssize_t offset,
+                 Py_ssize_t count, PyObject *symbols, HfItchVisit visit, void *ctx, HfItchScan *out)
+{
+    ItchCore *self = (ItchCore *)core;
+    const ItchLayout *D = self->dir_type >= 0 ? self->table[self->dir_type] : NULL;
+    Py_ssize_t off = offset;
+    memset(out, 0, sizeof(*out));
+    if (count < 0)
+        count = (Py_ssize_t)1 << 30;
+    while (out->framed < count && off + 2 <= end) {
+        Py_ssize_t ln = (Py_ssize_t)hf_be16(b + off);
+        Py_ssize_t nxt = off + 2 + ln;
+        if (nxt > end) {
+            out->truncated = 1;                          /* one "truncated_message" reject */
+            break;
+        }
+        if (ln == 0) {
+            out->empty++;
+        } else {
+            const unsigned char *m = b + off + 2;        /* ln >= 1 bytes readable */
+            const ItchLayout *L = self->table[m[0]];
+            if (L == NULL) {
+                out->unknown++;
+            } else if (L->length != ln) {
+                out->bad_len++;
+            } else {
+                out->good++;
+                if (visit(ctx, core, m) < 0) {
+                    out->off = off;
+                    return -1;
+                }
+                if (L == D && symbols != NULL && learn_directory(symbols, D, m) < 0) {
+                    out->off = off;
+                    return -1;
+                }
+            }
+        }
+        off = nxt;
+        out->framed++;
+    }
+    out->off = off;
+    return 0;
+}
+
+static int append_message(void *out, PyObject *core, const unsigned char *m)
+{
+    PyObject *msg = hf_itch_build(core, m);
+    if (msg == NULL)
+        return -1;
+    int rc = PyList_Append((PyObject *)out, msg);
+    Py_DECREF(msg);
+    return rc;
+}
+
 static PyObject *core_decode(ItchCore *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer view;
     Py_ssize_t offset, count;
-    PyObject *symbols, *out = NULL, *res = NULL;
+    PyObject *symbols, *out, *res = NULL;
+    HfItchScan sc;
     if (nargs != 4) {
         PyErr_SetString(PyExc_TypeError, "decode(buf, offset, count, symbols)");
         return NULL;
@@ -258,57 +339,13 @@ static PyObject *core_decode(ItchCore *self, PyObject *const *args, Py_ssize_t n
         PyErr_SetString(PyExc_ValueError, "offset must be >= 0");
         return NULL;
     }
-    if (count < 0)
-        count = (Py_ssize_t)1 << 30;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
-    const unsigned char *b = (const unsigned char *)view.buf;
-    const Py_ssize_t end = view.len;
-    Py_ssize_t off = offset, n = 0;
-    Py_ssize_t r_empty = 0, r_unknown = 0, r_len = 0;
-    int truncated = 0;
-    const ItchLayout *D = self->dir_type >= 0 ? self->table[self->dir_type] : NULL;
-
     out = PyList_New(0);
-    if (out == NULL)
-        goto done;
-    while (n < count && off + 2 <= end) {
-        Py_ssize_t ln = (Py_ssize_t)hf_be16(b + off);
-        Py_ssize_t nxt = off + 2 + ln;
-        if (nxt > end) {
-            truncated = 1;                               /* one "truncated_message" reject */
-            break;
-        }
-        if (ln == 0) {
-            r_empty++;
-        } else {
-            const unsigned char *m = b + off + 2;        /* ln >= 1 bytes readable */
-            const ItchLayout *L = self->table[m[0]];
-            if (L == NULL) {
-                r_unknown++;
-            } else if (L->length != ln) {
-                r_len++;
-            } else {
-                PyObject *msg = build(self, L, m);
-                if (msg == NULL)
-                    goto fail;
-                int rc = PyList_Append(out, msg);
-                Py_DECREF(msg);
-                if (rc < 0)
-                    goto fail;
-                if (L == D && symbols != NULL && learn_directory(symbols, D, m) < 0)
-                    goto fail;
-            }
-        }
-        off = nxt;
-        n++;
-    }
-    res = Py_BuildValue("(NnnOnnn)", out, off, n, truncated ? Py_True : Py_False, r_empty, r_unknown, r_len);
-    out = NULL;
-    goto done;
-fail:
-    Py_CLEAR(out);
-done:
+    if (out != NULL && hf_itch_scan((PyObject *)self, (const unsigned char *)view.buf, view.len, offset, count,
+                                    symbols, append_message, out, &sc) == 0)
+        res = Py_BuildValue("(OnnOnnn)", out, sc.off, sc.framed, sc.truncated ? Py_True : Py_False,
+                            sc.empty, sc.unknown, sc.bad_len);
     PyBuffer_Release(&view);
     Py_XDECREF(out);
     return res;

@@ -305,6 +305,13 @@ class ITCH50Decoder:
                 buf, offset, count, self.symbols if self.resolve_symbols else None)
         except (TypeError, BufferError, OverflowError):   # not a byte buffer, or a count past C's range
             return self._decode_buffer_py(buf, offset, count)
+        self._account_scan(offset, len(out), off, n, truncated, empty, unknown, bad_len)
+        return out
+
+    def _account_scan(self, offset: int, good: int, off: int, n: int, truncated: bool, empty: int,
+                      unknown: int, bad_len: int) -> None:
+        """Stats and ``last_*`` after a compiled scan of ``buf[offset:off]`` (decode_buffer, and
+        ItchBook.apply_buffer, which decodes into the book with the same scan)."""
         stats = self.stats
         if empty or unknown or bad_len or truncated:
             # Same counts as the Python loop, which adds them in order of occurrence (a Counter's
@@ -313,14 +320,12 @@ class ITCH50Decoder:
                               ("truncated_message", int(truncated))):
                 if c:
                     stats.reject(reason, c)
-        good = len(out)
         if good:
             stats.messages += good
             stats.bytes += off - offset
         self.last_offset = off
         self.last_framed = n
         self.last_truncated = truncated
-        return out
 
     def _decode_buffer_py(self, buf, offset: int = 0, count: int = -1) -> list:
         """The reference loop of :meth:`decode_buffer`.

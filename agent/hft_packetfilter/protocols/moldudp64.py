@@ -109,7 +109,18 @@ class MoldUDP64Decoder:
             self.stats.reject("internal_error")
             return []
 
-    def _feed(self, datagram) -> list:
+    def feed_book(self, datagram, book, types) -> int:
+        """``feed`` for a payload with message blocks (count 1..0xFFFE, more than the header), whose
+        ITCH messages go straight into ``book`` (``ItchBook.apply_buffer``) instead of being returned;
+        ``types`` (a Counter) gets their types. Same decoder state and stats as ``feed``; returns the
+        number of messages. The caller routes heartbeats, end of session and re-requests to ``feed``."""
+        try:
+            return self._feed(datagram, book, types)
+        except Exception:  # defensive, as feed
+            self.stats.reject("internal_error")
+            return 0
+
+    def _feed(self, datagram, book=None, types=None):
         n = len(datagram)
         if n < HEADER_LEN:
             self.stats.reject("short_header")
@@ -133,7 +144,11 @@ class MoldUDP64Decoder:
             return [MoldPacket("REQ", session, seq, count)]
         inner = self.inner
         before = inner.stats.rejected
-        msgs = inner.decode_buffer(datagram, HEADER_LEN, count)
+        if book is None:
+            msgs = inner.decode_buffer(datagram, HEADER_LEN, count)
+            good = len(msgs)
+        else:
+            msgs = good = book.apply_buffer(datagram, HEADER_LEN, count, decoder=inner, types=types)
         if inner.stats.rejected != before:
             # Mirror the inner decoder's new rejects (by reason) so one stats object tells the story.
             now = inner.stats.rejects
@@ -148,7 +163,7 @@ class MoldUDP64Decoder:
             elif getattr(inner, "last_offset", n) != n:
                 self.stats.reject("trailing_bytes")
         self._track(session, seq, count)
-        self.stats.messages += len(msgs)
+        self.stats.messages += good
         self.stats.bytes += n
         return msgs
 
