@@ -35,7 +35,7 @@ command -v apt-get >/dev/null || fail "apt-get not found: this script supports D
 # decoders, hft_packetfilter._native, at pip install). Peers: real tools the tests and benchmarks
 # compare against (tshark, xdp-filter, prometheus, tcpreplay, QuickFIX's executor).
 core_pkgs=(python3-bpfcc bpfcc-tools libbpfcc python3-venv python3-pip python3-dev iproute2 iputils-ping tcpdump gcc libc6-dev
-           sudo ca-certificates)
+           sudo ca-certificates tzdata)   # tzdata: the per-exchange timezone (ITCH feed latency)
 peer_pkgs=(xdp-tools tshark tcpreplay prometheus tmux libquickfix-doc libquickfix17)
 case "$(. /etc/os-release; echo "${ID}")" in
   ubuntu) hdr_pkg="linux-headers-generic" ;;
