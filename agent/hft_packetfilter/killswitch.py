@@ -142,12 +142,17 @@ def act(action: str, venue: str, reason: str, by: str, iface: Optional[str] = No
         else:
             warn(f"{key}: no agent is running for this probe; writing its pinned maps directly")
         for r in fn(venue, reason, by, key):
+            r["audit"] = _record_direct(key, lambda w, r=r: record(w.kill_switch, action, r))
             r["via"] = "pinned maps"
-            r["audit"] = _record_direct(key, lambda w, r=r: w.kill_switch(
-                action, reason, by=by, venue=venue, interface=key,
-                **{k: v for k, v in r.items() if k not in ("interface", "venue", "reason", "by", "via")}))
             out.append(r)
     return out
+
+
+def record(write, action: str, done: dict):
+    """One engage/release record (as ``engage``/``release`` return them) into an audit trail:
+    ``write`` is ``AuditWriter.kill_switch`` or ``LiveAudit.kill_switch``."""
+    detail = {k: v for k, v in done.items() if k not in ("reason", "audit", "audit_n", "via")}
+    return write(action, done["reason"], **detail)
 
 
 def _record_direct(key: str, what) -> str:

@@ -4,6 +4,7 @@ the demo and tests run the same thing."""
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import os
 import sys
@@ -18,11 +19,12 @@ from .kernel.runtime import ProbeRuntime
 from .kernel.status import interface_status
 from .pipeline import Pipeline
 from .sources.events import CLOCK_MONO, CLOCK_TAI
-from .sources.live import LivePayloads
+from .sources.live import LivePayloads, _addr
 
 log = logging.getLogger("hftpf.agent")
 _CONN_SIZE = abi.ctypes.sizeof(abi.EvConn)
-_V4_MAPPED = bytes(10) + b"\xff\xff"
+# the TCP flags the risk engine's packet input expects for each kind of connection-setup record
+_CONN_FLAGS = {abi.ConnKind.SYN: 0x02, abi.ConnKind.ESTABLISHED: 0x10, abi.ConnKind.RESET: 0x04}
 
 
 class LiveAgent:
@@ -101,8 +103,7 @@ class LiveAgent:
             raise ValueError(f"kill_switch action {action!r}: expected engage or release")
         done = fn(venue, reason, by, self.key)
         for d in done:
-            d["audit_n"] = self._record(lambda a: a.kill_switch(action, reason, by=by, venue=venue,
-                                                                interface=d["interface"], **_kill_detail(d)))
+            d["audit_n"] = self._record(lambda a, d=d: killswitch.record(a.kill_switch, action, d))
         return done
 
     def _kill_request(self, req: dict) -> list:
@@ -138,9 +139,13 @@ class LiveAgent:
         try:
             return fn(self.audit)
         except (OSError, ValueError) as e:
-            self.audit_errors += 1
-            print(f"hftpf-agent: AUDIT TRAIL WRITE FAILED ({self.audit.directory}): {e}", file=sys.stderr, flush=True)
+            self._audit_failed(e)
             raise
+
+    def _audit_failed(self, e: Exception) -> None:
+        """A trail write failed: counted, and said loudly (a compliance record is missing)."""
+        self.audit_errors += 1
+        print(f"hftpf-agent: AUDIT TRAIL WRITE FAILED ({self.audit.directory}): {e}", file=sys.stderr, flush=True)
 
     def _on_event(self, etype: int, buf: bytes, off: int, length: int) -> None:
         if etype == abi.EventType.CONN:
@@ -156,14 +161,11 @@ class LiveAgent:
 
     def _on_conn(self, ev) -> None:
         """A connection-setup record: the SYN flood and port-scan rules' input."""
-        import ipaddress
-
-        flags = {abi.ConnKind.SYN: 0x02, abi.ConnKind.ESTABLISHED: 0x10, abi.ConnKind.RESET: 0x04}.get(ev.kind)
+        flags = _CONN_FLAGS.get(ev.kind)
         if flags is None:
             return
-        src, dst = bytes(ev.saddr), bytes(ev.daddr)
-        src = ipaddress.ip_address(src[12:] if src[:12] == _V4_MAPPED else src)
-        dst = ipaddress.ip_address(dst[12:] if dst[:12] == _V4_MAPPED else dst)
+        src = ipaddress.ip_address(_addr(bytes(ev.saddr))[1])
+        dst = ipaddress.ip_address(_addr(bytes(ev.daddr))[1])
         venue = self._venue_names.get(ev.venue) if ev.venue else None
         with self.lock:
             self.risk.on_packet_meta(time.time_ns(), src, ev.dport, flags, src_port=ev.sport, dst=dst, venue=venue)
@@ -196,26 +198,29 @@ class LiveAgent:
         return {"kernel": interface_status(self.key), "agent": self.agent_snapshot()}
 
     def publish(self) -> None:
-        """Once per interval: feed the risk engine the kernel's counters, hand the latest kernel
-        document to whoever exports it."""
-        doc = None
-        if self.risk is not None or self.audit is not None:
-            try:
-                doc = interface_status(self.key)
-                if self.clock_watch is not None:
-                    doc["clock_sync"] = self.clock_watch.latest
-            except Exception as e:  # noqa: BLE001 - a status read problem never stops the agent
-                log.warning("status read failed: %s", e)
-        if self.audit is not None and doc is not None:
+        """Once per interval: read the probe's document once (with the raw histograms when an
+        exporter wants it), feed the audit trail and the risk engine from it, hand it to the
+        exporter with the agent's section."""
+        if self.risk is None and self.audit is None and self.on_snapshot is None:
+            return
+        from .sinks.snapshot import probe_document
+
+        try:
+            doc = probe_document(self.key) if self.on_snapshot is not None else interface_status(self.key)
+        except Exception as e:  # noqa: BLE001 - a status read problem never stops the agent
+            self.snapshot_errors += 1
+            log.warning("status read failed (%d so far): %s", self.snapshot_errors, e)
+            return
+        if self.clock_watch is not None:
+            doc["clock_sync"] = self.clock_watch.latest
+        if self.audit is not None:
             try:
                 with self.lock:
                     self.audit.interval(doc["probe"], self.payloads.bad)
                     self.audit.clock(doc.get("clock_sync"))
             except (OSError, ValueError) as e:
-                self.audit_errors += 1
-                print(f"hftpf-agent: AUDIT TRAIL WRITE FAILED ({self.audit.directory}): {e}", file=sys.stderr,
-                      flush=True)
-        if self.risk is not None and doc is not None:
+                self._audit_failed(e)
+        if self.risk is not None:
             try:
                 with self.lock:
                     self.risk.on_status(doc)
@@ -223,10 +228,7 @@ class LiveAgent:
             except Exception as e:  # noqa: BLE001 - a rule problem never stops the agent
                 log.warning("risk rules failed on the status document: %s", e)
         if self.on_snapshot is not None:
-            from .sinks.snapshot import probe_document
-
             try:
-                doc = probe_document(self.key)
                 doc["agent"] = self.agent_snapshot()
                 self.on_snapshot(doc)
             except Exception as e:  # noqa: BLE001 - an exporter problem never stops the agent
@@ -259,5 +261,3 @@ def _crossvenue_summary(cv: dict) -> dict:
             "tick_to_trade_us": (cv.get("tick_to_trade_us") or {}).get("all")}
 
 
-def _kill_detail(d: dict) -> dict:
-    return {k: v for k, v in d.items() if k not in ("interface", "venue", "reason", "by")}
