@@ -376,10 +376,6 @@ def compile_chains(rules: Iterable[Rule], max_per_prefix: int = abi.ALLOW_MAX_PE
     return out
 
 
-def _sort_key(r: Rule):
-    return (_ORDER[r.action], r.id)
-
-
 def compile_rules(rules: Iterable[Rule], max_per_prefix: int = abi.ALLOW_MAX_PER_PREFIX) -> Dict[object, List[Tuple]]:
     """Source prefix -> ordered entries (port_lo, port_hi, proto number, action enum, rule id).
 

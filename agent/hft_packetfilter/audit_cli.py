@@ -361,16 +361,25 @@ def _iso(ns: Optional[int]) -> str:
     return d.strftime("%Y-%m-%dT%H:%M:%S") + f".{ns % 1_000_000_000:09d}Z"
 
 
-def cmd_audit_reconstruct(args) -> int:
+def _existing_trail(args, what: str):
+    """The trail directory of ``args`` (``--dir`` or the config's), or the exit code of the error
+    printed when the config does not load or the directory does not exist."""
     from . import config as _cfg
 
     try:
         config = _config(args)
     except _cfg.ConfigError as e:
-        return _err("audit reconstruct", str(e))
+        return _err(what, str(e))
     d = _dir(args, config)
     if not os.path.isdir(d):
-        return _err("audit reconstruct", f"{d}: no such audit trail directory")
+        return _err(what, f"{d}: no such audit trail directory")
+    return d
+
+
+def cmd_audit_reconstruct(args) -> int:
+    d = _existing_trail(args, "audit reconstruct")
+    if isinstance(d, int):
+        return d
     orders = reconstruct(_audit.iter_records(d), clordid=args.clordid, order_id=args.order_id)
     if not orders:
         what = f"ClOrdID {args.clordid}" if args.clordid else f"OrderID {args.order_id}"
@@ -437,16 +446,11 @@ def export(records: Iterable, out, fmt: str, from_ns: Optional[int] = None, to_n
 
 
 def cmd_audit_export(args) -> int:
-    from . import config as _cfg
     from .replay import TimeError
 
-    try:
-        config = _config(args)
-    except _cfg.ConfigError as e:
-        return _err("audit export", str(e))
-    d = _dir(args, config)
-    if not os.path.isdir(d):
-        return _err("audit export", f"{d}: no such audit trail directory")
+    d = _existing_trail(args, "audit export")
+    if isinstance(d, int):
+        return d
     first = next((r.ts_utc_ns for r in _audit.iter_records(d)), None)
     try:
         f, t = _window(args, first)

@@ -16,7 +16,6 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from . import abi
 
 EPILOG = """examples:
   sudo hftpf-agent kill-switch engage NYSE --reason "runaway algo 42"

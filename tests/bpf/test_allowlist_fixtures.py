@@ -1,13 +1,12 @@
 """Allow-list decisions of the XDP program under BPF_PROG_TEST_RUN (root): verdicts, drop reasons,
 per-rule hits, always-pass traffic, and 100,000 rules against a Python reference."""
-import ctypes
 import ipaddress
 import random
 import time
 
 import pytest
 
-from frames import arp_request, eth, ipv6, tcp4, udp, udp4
+from frames import arp_request, eth, ipv6, tcp4, udp4
 from hft_packetfilter import abi, allowlist as al, config
 
 XDP_DROP, XDP_PASS = 1, 2

@@ -1,10 +1,8 @@
 """Issue 4 end to end on veth pairs in namespaces the test creates (root): exact feed sequence
 counters from a real MoldUDP64 stream, TCP RTT bracketing an injected reply delay, and loss
 accounting with a tiny ring and a stalled consumer."""
-import json
 import os
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -47,8 +45,6 @@ def attach(cfg_text=CFG, extra=None):
 
 
 def stream_of(p, port):
-    from hft_packetfilter import abi
-
     for k, st in p.maps.streams():
         if k.dport == port:
             return st

@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 
-import pytest
 
 NS_TX, NS_RX = "hftpf-k-exch", "hftpf-k-host"
 IF_TX, IF_RX = "hft-k-exch0", "hft-k-host0"

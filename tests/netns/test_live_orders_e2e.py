@@ -56,7 +56,7 @@ def start_session(procs, cfg, delay_us, *attach_args):
 
 
 def test_orders_decoded_live_and_served_on_the_control_socket(needs_kernel, tmp_path):
-    from hft_packetfilter.kernel.netlab import Lab, Link, socket_in
+    from hft_packetfilter.kernel.netlab import Lab, Link
 
     from _wire import teardown_agents
 
@@ -101,7 +101,7 @@ def test_orders_decoded_live_and_served_on_the_control_socket(needs_kernel, tmp_
 def test_fat_finger_rule_alerts_and_engages_the_kill_switch(needs_kernel, tmp_path):
     """attach --risk-rules: a fat-finger order seen on the wire raises a critical alert and the rule's
     kill_switch action cuts the venue off in the kernel; later orders never reach the venue."""
-    from hft_packetfilter.kernel.netlab import Lab, Link, socket_in
+    from hft_packetfilter.kernel.netlab import Lab, Link
 
     from _wire import teardown_agents
 

@@ -1,5 +1,4 @@
 """The seed's Python API without root: configuration and offline replay."""
-import struct
 
 import pytest
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from hft_packetfilter.cli import build_parser, main
+from hft_packetfilter.cli import main
 
 COMMANDS = ["check", "attach", "detach", "status", "demo", "replay", "kill-switch", "audit", "report"]
 

@@ -1,6 +1,5 @@
 """The examples in examples/ run as written (the live one in tests/netns/test_examples_live.py)."""
 import runpy
-import sys
 from pathlib import Path
 
 from frames import moldudp64, udp4

@@ -2,7 +2,7 @@
 import random
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 from hft_packetfilter.analytics.percentiles import (MAX_INDEX, NUM_BUCKETS, LatencyRecorder, bucket_bounds,
                                                     bucket_index, nearest_rank)

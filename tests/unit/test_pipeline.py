@@ -9,7 +9,6 @@ a memory bound on a large generated ITCH capture.
 from __future__ import annotations
 
 import json
-import os
 import struct
 import subprocess
 import sys

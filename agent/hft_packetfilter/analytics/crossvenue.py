@@ -32,7 +32,7 @@ instrument on any venue)`` in a latency recorder per order venue (microseconds).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Hashable, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from .percentiles import LatencyRecorder
 

@@ -159,7 +159,7 @@ def check_iface_modes(ifname: str, netns: Optional[str] = None) -> Dict[str, str
                      "check the interface exists and is up")
     if "native" not in ok:
         return _item(f"xdp modes on {ifname}", WARN, "generic only (driver has no native XDP)",
-                     f"attach with --xdp-mode generic")
+                     "attach with --xdp-mode generic")
     return _item(f"xdp modes on {ifname}", OK, "supports " + " and ".join(ok))
 
 

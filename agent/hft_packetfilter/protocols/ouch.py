@@ -22,7 +22,7 @@ under ``tag_<n>``.
 from __future__ import annotations
 
 import struct
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from . import DecodeStats
 
