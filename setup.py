@@ -10,7 +10,7 @@ _SRC = Path("agent/hft_packetfilter/native")
 
 setup(ext_modules=[Extension(
     "hft_packetfilter._native",
-    sources=[str(_SRC / name) for name in ("module.c", "itch.c", "book.c", "fix.c", "frame.c", "access.c")],
+    sources=[str(_SRC / name) for name in ("module.c", "itch.c", "book.c", "fix.c", "frame.c", "access.c", "lane.c")],
     depends=[str(_SRC / "hftpf_native.h")],
     extra_compile_args=["-O2", "-fno-strict-aliasing"],
     optional=True,

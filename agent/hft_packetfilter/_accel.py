@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 #: what the Python code uses from the compiled module (checked at import; "Type.method" for methods
 #: added to a type after it first shipped)
 REQUIRED = ("ItchCore", "ItchField", "ItchBookCore", "ItchBookCore.apply_buffer", "FixCore", "FrameCore",
-            "split_pcap")
+            "split_pcap", "MoldLane")
 
 
 def _has(module: ModuleType, dotted: str) -> bool:

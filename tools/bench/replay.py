@@ -12,7 +12,10 @@ Comparisons (each a line; with ``--json`` one JSON object per line, ARCHITECTURE
   offline pipeline runs: pcap reading, L2-L4 parsing, classification, MoldUDP64/ITCH decoding,
   feed quality (sequence tracking) and full-depth books; peer = tshark decoding only the MoldUDP64
   framing of the same file (``tshark -r FILE -d udp.port==26477,moldudp64 -T fields -e
-  moldudp64.sequence``), process start included. The row also carries ``ours_msgs_per_s``.
+  moldudp64.sequence``), process start included. The row also carries ``ours_msgs_per_s`` and
+  ``lane_packets`` (how many packets the compiled fast lane took, fastlane.py: with the native
+  backend, all but the directory's). ``replay_python_path`` is the same replay with
+  ``Pipeline.fast_lane = False`` (every packet through the Python pipeline), for the lane's share.
 * ``books`` msgs/s: ours = ``ITCH50Decoder.decode_buffer`` + ``ItchBook.apply_many`` over the
   message blocks of the capture's first packets (at most 500 k messages); peer = the itch-book
   package (PyPI, C++ core) building its books (``Session(tables=["bbo"])``, BBO output) from the
@@ -191,6 +194,7 @@ def _book_inputs(path: str, limit: int):
 def run(quick: bool = False, packets: int = 0) -> list:
     from hft_packetfilter import config, pipeline
     from hft_packetfilter.analytics.books import ItchBook
+    from hft_packetfilter.fastlane import FastLane
 
     n_packets = packets or (20_000 if quick else 1_000_000)
     rows = []
@@ -200,17 +204,38 @@ def run(quick: bool = False, packets: int = 0) -> list:
         n_msgs = write_itch_capture(path, n_packets)
         size = os.path.getsize(path)
         cfg = config.loads(CONFIG)
-        t0 = time.perf_counter()
-        doc = pipeline.run_capture(path, cfg)
-        dt = time.perf_counter() - t0
+        lanes = []
+        real = FastLane.for_capture.__func__
+
+        def spy(cls, *a, **k):
+            lanes.append(real(cls, *a, **k))
+            return lanes[-1]
+
+        FastLane.for_capture = classmethod(spy)
+        try:
+            docs, times = [], []
+            for lane_on in (True, False):
+                pipe = pipeline.Pipeline(cfg)
+                pipe.fast_lane = lane_on
+                t0 = time.perf_counter()
+                docs.append(pipeline.run_capture(path, cfg, pipeline=pipe))
+                times.append(time.perf_counter() - t0)
+        finally:
+            FastLane.for_capture = classmethod(real)
+        doc = docs[0]
         feed = doc["feeds"]["BENCH"]
         assert doc["packets"] == n_packets and feed["messages"] == n_msgs and doc["errors"] == {}, \
             (doc["packets"], feed["messages"], n_msgs, doc["errors"])
-        ours = n_packets / dt
+        assert docs[0] == docs[1], "the fast lane changed the report"
+        taken = lanes[0].records if lanes[0] is not None else 0
         peer, reason = _tshark(path, n_packets)
-        rows.append(_row("replay", "packets/s", ours, "tshark", peer, reason,
+        rows.append(_row("replay", "packets/s", n_packets / times[0], "tshark", peer, reason,
                          f"{n_packets:,} packets, {n_msgs:,} ITCH msgs, {size / 2**20:.0f} MiB; ours: books + "
-                         "feed quality on; tshark: MoldUDP64 framing only", ours_msgs_per_s=round(n_msgs / dt)))
+                         f"feed quality on, {taken:,} packets through the fast lane; tshark: MoldUDP64 framing only",
+                         ours_msgs_per_s=round(n_msgs / times[0]), lane_packets=taken))
+        rows.append(_row("replay_python_path", "packets/s", n_packets / times[1], "tshark", peer, reason,
+                         "the same replay with Pipeline.fast_lane = False (every packet through the Python "
+                         "pipeline; same report)", ours_msgs_per_s=round(n_msgs / times[1])))
 
         stream, n_book = _book_inputs(path, BOOK_MESSAGES if not quick else 50_000)
 

@@ -1011,6 +1011,71 @@ static PyMethodDef bc_methods[] = {
 
 HF_CORE_TYPE(BookCoreType, "ItchBookCore", BookCore, "ITCH 5.0 order book core: ItchBookCore(counters, field_indices)", bc);
 
+/* ---- the raw path driven from C (lane.c): one context per book, set up once --------------------- */
+struct HfBookRaw {
+    RawCtx c;
+    PyObject *itch;                 /* the decoder core whose layouts c.at was built from */
+};
+
+HfBookRaw *hf_book_raw_new(PyObject *book, PyObject *itch_core, PyObject *book_for, PyObject *on_other)
+{
+    if (!PyObject_TypeCheck(book, &BookCoreType) || !hf_itch_check(itch_core)) {
+        PyErr_SetString(PyExc_TypeError, "needs an ItchBookCore and an ItchCore");
+        return NULL;
+    }
+    HfBookRaw *r = PyMem_Calloc(1, sizeof(*r));
+    if (r == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    r->c.self = (BookCore *)hf_newref(book);
+    r->c.book_for = hf_newref(book_for);
+    r->c.on_other = hf_newref(on_other);
+    r->itch = hf_newref(itch_core);
+    if (raw_setup(&r->c, itch_core) < 0) {
+        hf_book_raw_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+int hf_book_raw_apply(HfBookRaw *r, const unsigned char *b, Py_ssize_t end, Py_ssize_t offset, Py_ssize_t count,
+                      HfItchScan *out)
+{
+    return hf_itch_scan(r->itch, b, end, offset, count, NULL, raw_apply, &r->c, out);
+}
+
+int hf_book_raw_bound(const HfBookRaw *r, unsigned loc)
+{
+    return loc < 65536 && r->c.self->locate[loc] >= 0;
+}
+
+PyObject *hf_book_raw_itch(const HfBookRaw *r)
+{
+    return r->itch;
+}
+
+int hf_book_raw_traverse(HfBookRaw *r, visitproc visit, void *arg)
+{
+    Py_VISIT((PyObject *)r->c.self);
+    Py_VISIT(r->c.book_for);
+    Py_VISIT(r->c.on_other);
+    Py_VISIT(r->itch);
+    return 0;
+}
+
+void hf_book_raw_free(HfBookRaw *r)
+{
+    if (r == NULL)
+        return;
+    Py_CLEAR(r->c.self);
+    Py_CLEAR(r->c.book_for);
+    Py_CLEAR(r->c.on_other);
+    Py_CLEAR(r->c.mpid);
+    Py_CLEAR(r->itch);
+    PyMem_Free(r);
+}
+
 int hf_book_init(PyObject *module)
 {
     return hf_add_type(module, &BookCoreType, "ItchBookCore");

@@ -91,11 +91,28 @@ PyObject *hf_itch_build(PyObject *core, const unsigned char *m);
 /* Field i of message type t: byte offset from the type byte, width and kind; -1 when there is none. */
 int hf_itch_field(PyObject *core, int t, Py_ssize_t i, int *off, int *width, int *kind);
 
+/* Length of a message of type t (type byte included), 0 for a type with no layout. */
+int hf_itch_length(PyObject *core, int t);
+
+/* ---- the book's raw path driven from C (book.c, used by lane.c) ---------------------------------
+ * One context per ItchBookCore: the field offsets are read from the decoder core once. apply runs
+ * hf_itch_scan with the book's visitor (what ItchBookCore.apply_buffer does, no directory learning);
+ * book_for is called for an add whose locate has no book yet, on_other for H and R. */
+typedef struct HfBookRaw HfBookRaw;
+HfBookRaw *hf_book_raw_new(PyObject *book, PyObject *itch_core, PyObject *book_for, PyObject *on_other);
+int hf_book_raw_apply(HfBookRaw *r, const unsigned char *b, Py_ssize_t end, Py_ssize_t offset, Py_ssize_t count,
+                      HfItchScan *out);
+int hf_book_raw_bound(const HfBookRaw *r, unsigned loc);        /* the locate has a book */
+PyObject *hf_book_raw_itch(const HfBookRaw *r);                  /* borrowed */
+int hf_book_raw_traverse(HfBookRaw *r, visitproc visit, void *arg);
+void hf_book_raw_free(HfBookRaw *r);
+
 /* Each part adds its types and functions to the module; 0 on success, -1 with an exception set. */
 int hf_itch_init(PyObject *module);
 int hf_book_init(PyObject *module);
 int hf_fix_init(PyObject *module);
 int hf_frame_init(PyObject *module);
 int hf_access_init(PyObject *module);
+int hf_lane_init(PyObject *module);
 
 #endif

@@ -258,6 +258,12 @@ int hf_itch_field(PyObject *core, int t, Py_ssize_t i, int *off, int *width, int
     return 0;
 }
 
+int hf_itch_length(PyObject *core, int t)
+{
+    const ItchLayout *L = (t >= 0 && t < 256) ? ((ItchCore *)core)->table[t] : NULL;
+    return L == NULL ? 0 : L->length;
+}
+
 int hf_itch_scan(PyObject *core, const unsigned char *b, Py_ssize_t end, Py_ssize_t offset,
                  Py_ssize_t count, PyObject *symbols, HfItchVisit visit, void *ctx, HfItchScan *out)
 {

@@ -116,7 +116,7 @@ PyMODINIT_FUNC PyInit__native(void)
     if (m == NULL)
         return NULL;
     if (hf_itch_init(m) < 0 || hf_book_init(m) < 0 || hf_fix_init(m) < 0 || hf_frame_init(m) < 0
-        || hf_access_init(m) < 0) {
+        || hf_access_init(m) < 0 || hf_lane_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

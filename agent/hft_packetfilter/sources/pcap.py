@@ -139,25 +139,35 @@ class PcapReader(_Reader):
         self.linktype = lt & 0xFFFF
         self.fcs_len = (lt >> 28) * 2 if lt & 0x04000000 else 0
 
-    def records(self) -> Iterator[Tuple[int, int, bytes, int]]:
+    def records(self, lane=None) -> Iterator[Tuple[int, int, bytes, int]]:
+        """``lane``: a ``_native.MoldLane`` (the replay fast lane, see fastlane.py) that takes the
+        records it can straight from the read buffer; only the others are yielded, in file order.
+        The records it took count in ``records_read`` like the yielded ones."""
         rec = struct.Struct(self.byte_order + "IIII").unpack_from
         hlen = self._rec_len
         mult = self._mult
         lt = self.linktype
         chunk = self.chunk_size
         split = _accel.NATIVE.split_pcap if _accel.NATIVE is not None else None
+        run = lane.run if lane is not None else None
         little = self.byte_order == "<"
         buf = self._read(chunk)
         pos = 0
         count = 0
         while True:
             n = len(buf)
-            # tight inner loop over the whole records held in this buffer (in C when built)
-            if split is not None:
+            # tight inner loop over the whole records held in this buffer (in C when built); with a
+            # lane, the lane takes what it can and the loop below yields the record it stopped at
+            if split is not None and run is None:
                 recs, pos = split(buf, pos, hlen, mult, lt, little)
                 count += len(recs)
                 yield from recs
-            while pos + hlen <= n:
+            while True:
+                if run is not None:
+                    pos, taken = run(buf, pos, hlen, mult, lt, little)
+                    count += taken
+                if pos + hlen > n:
+                    break
                 sec, frac, incl, orig = rec(buf, pos)
                 start = pos + hlen
                 stop = start + incl
