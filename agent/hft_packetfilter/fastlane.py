@@ -3,8 +3,10 @@
 A 1 M-packet ITCH capture spends most of its replay time in per-packet Python: frame parsing, the
 pipeline's dispatch, MoldUDP64 framing and feed quality, each a handful of calls per packet. The
 compiled ``MoldLane`` (native/lane.c) does all of it for the packets whose every answer is the
-plain one -- an in-order first copy of a registered ITCH line's data, well-formed blocks, no
-staleness change (lane.c lists the conditions) -- straight from the pcap read buffer, and stops at
+plain one -- in order on a registered ITCH line, and either the arbitrated feed's next first copy
+(applied to the book) or a copy wholly behind it (A/B redundancy: counted, not applied),
+well-formed blocks, no staleness change (lane.c lists the conditions) -- straight from the pcap
+read buffer, and stops at
 the first record it cannot take, which the Python pipeline (the reference) then handles as before.
 
 This module keeps the two sides in step:
@@ -85,7 +87,7 @@ class FastLane:
         if pipe.last_ts is None or last > pipe.last_ts:
             pipe.last_ts = last
         fq = pipe.feeds.streams
-        for i, packets, messages, pbytes, last_seq, last_count, last_len, expected, lts, now in lines:
+        for i, packets, messages, copies, pbytes, last_seq, last_count, last_len, expected, lts, now in lines:
             st = self._lines[i]
             # Pipeline.feed
             vp = pipe.venue_packets[st.venue]
@@ -111,11 +113,15 @@ class FastLane:
             inner.last_offset = last_len
             inner.last_framed = last_count
             inner.last_truncated = False
-            st.book.messages += messages
-        for i, packets, messages, expected, lts, now in streams:
+            # Pipeline._mold_book: first copies into the book, the copies' messages skipped
+            st.book.messages += messages - copies
+            if copies:
+                pipe.skipped_copies[st.venue] = pipe.skipped_copies.get(st.venue, 0) + copies
+        for i, packets, messages, duplicates, expected, lts, now in streams:
             s = fq[self._streams[i]]
             s.arb.packets += packets
             s.arb.messages += messages
+            s.arb.duplicates += duplicates
             s.arb.expected = expected
             s.live.last_ts = lts
             s.live.now = now
@@ -169,13 +175,16 @@ class FastLane:
             return                          # no line of this stream is served by the lane
         fqs = self.pipe.feeds.streams.get(st.fq_stream)
         if fqs is None:
-            self.core.set_stream(s, False, 0, 0, 0)
+            self.core.set_stream(s, False, 0, 0, 0, 0)
             return
         arb, s_live = fqs.arb, fqs.live
+        # holes are disjoint and sorted: a copy above the last one fills none
+        hole_end = arb.holes[-1][1] if arb.holes else 0
         s_ok = (arb.expected is not None and not arb.ended and 0 <= arb.expected < 1 << 64
+                and 0 <= hole_end < 1 << 64
                 and s_live.last_ts is not None and s_live.stale_since is None and s_live.now is not None)
-        self.core.set_stream(s, s_ok, arb.expected if s_ok else 0, s_live.last_ts if s_ok else 0,
-                             s_live.now if s_ok else 0)
+        self.core.set_stream(s, s_ok, hole_end if s_ok else 0, arb.expected if s_ok else 0,
+                             s_live.last_ts if s_ok else 0, s_live.now if s_ok else 0)
         if i < 0:
             return
         ln = fqs.lines.get(st.line)

@@ -476,11 +476,10 @@ ITCH_BENCH_CONFIG = "exchanges:\\n  - name: BENCH\\n    host: 233.54.12.111\\n  
 
 
 def test_replay_memory_stays_flat(tmp_path):
-    """Issue 6: a 1 M-packet ITCH replay must stay under 300 MB. Replaying 1 M packets takes about
-    25 s on the shared CI cores, so this test replays 200 k packets and holds the replay to a
-    proportionally tighter bound: peak RSS under 60 MB above a 2 k-packet replay of the same
-    feed (which measures the interpreter, imports and fixed tables), and the 200 k run at most
-    ~1.5x the small one: state does not grow with the capture."""
+    """Issue 6: a 1 M-packet ITCH replay must stay under 300 MB. The replay runs in a child process
+    (its own peak RSS), next to a 2 k-packet replay of the same feed that measures the interpreter,
+    imports and fixed tables: the 1 M run stays under 300 MB and within 60 MB of the small one, so
+    state does not grow with the capture (the lane and the Python path hold one record at a time)."""
     sys.path.insert(0, str(ROOT / "tools" / "bench"))
     try:
         from replay import write_itch_capture
@@ -489,12 +488,12 @@ def test_replay_memory_stays_flat(tmp_path):
     small = tmp_path / "small.pcap"
     big = tmp_path / "big.pcap"
     write_itch_capture(small, 2_000)
-    write_itch_capture(big, 200_000)
+    write_itch_capture(big, 1_000_000)
     n_small, rss_small = _peak_rss_mb(small)
     n_big, rss_big = _peak_rss_mb(big)
-    assert (n_small, n_big) == (2_000, 200_000)
+    assert (n_small, n_big) == (2_000, 1_000_000)
     assert rss_big - rss_small < 60, (rss_small, rss_big)
-    assert rss_big < 300 * 0.5, rss_big
+    assert rss_big < 300, rss_big
 
 
 # ---- fused ITCH books: the same report with Pipeline.fused_itch on and off --------------------------

@@ -8,8 +8,11 @@
  *   - inside the replay window; Ethernet, at most two VLAN tags, IPv4 (no fragment offset), UDP;
  *   - a flow (src, dst, sport, dport) the Python side registered for one of its ITCH lines;
  *   - a MoldUDP64 data packet (count 1..0xFFFE, blocks after the header) of the line's session
- *     (the same 10 raw bytes), whose sequence is the next expected one on the line, for the
- *     decoder and for the arbitrated stream (an in-order first copy: all its messages are new);
+ *     (the same 10 raw bytes), whose sequence is the next expected one on the line and for the
+ *     decoder, and either the next expected one of the arbitrated stream (a first copy: all its
+ *     messages are new and go to the book) or wholly behind it and above the stream's last hole
+ *     (a copy, typically the B line's: all its messages are duplicates, decoded and counted, not
+ *     applied);
  *   - no staleness episode starts or ends (the line and the stream were live within stale_after);
  *   - every message block well formed (length = the layout's length; no H or R, which go through
  *     Python objects; an add only for a locate that already has a book), filling the payload.
@@ -30,7 +33,7 @@ typedef struct {
     uint16_t len[256];               /* ITCH message length by type, 0: no layout */
     /* since the last take() */
     int dirty;
-    Py_ssize_t packets, messages, pbytes;
+    Py_ssize_t packets, messages, pbytes, copies;    /* copies: messages of copies (not applied) */
     uint64_t last_seq;
     Py_ssize_t last_count, last_len;
 } Line;
@@ -38,9 +41,10 @@ typedef struct {
 typedef struct {
     int ok;
     uint64_t expected;
+    uint64_t hole_end;               /* the last sequence the arbitrated view misses (0: none) */
     int64_t last_ts, now;
     int dirty;
-    Py_ssize_t packets, messages;
+    Py_ssize_t packets, messages, duplicates;
 } Stream;
 
 typedef struct {
@@ -142,7 +146,9 @@ static int take_record(Lane *L, const unsigned char *f, Py_ssize_t n, int64_t ts
         return REFUSE;
     Py_ssize_t count = hf_be16(d + 18);
     uint64_t seq = hf_be64(d + 10);
-    if (count == 0 || count == 0xFFFF || seq != ln->expected || seq != st->expected
+    int copy = seq != st->expected;
+    if (count == 0 || count == 0xFFFF || seq != ln->expected
+        || (copy && (seq <= st->hole_end || seq + (uint64_t)count > st->expected))
         || memcmp(d, ln->session, 10) != 0
         || ts - ln->last_ts > L->stale_after || ts - st->last_ts > L->stale_after)
         return REFUSE;
@@ -162,12 +168,19 @@ static int take_record(Lane *L, const unsigned char *f, Py_ssize_t n, int64_t ts
     if (o != plen)
         return REFUSE;
     HfItchScan sc;
-    if (hf_book_raw_apply(ln->raw, d, plen, 20, count, &sc) < 0)
+    if (!copy && hf_book_raw_apply(ln->raw, d, plen, 20, count, &sc) < 0)
         return -1;                  /* out of memory inside the book: the caller raises */
     for (o = 20; o < plen; o += 2 + hf_be16(d + o))
         L->types[d[o + 2]]++;
 
-    ln->expected = st->expected = seq + (uint64_t)count;
+    ln->expected = seq + (uint64_t)count;
+    if (copy) {
+        ln->copies += count;
+        st->duplicates += count;
+    } else {
+        st->expected = ln->expected;
+        st->messages += count;
+    }
     if (ts > ln->last_ts)
         ln->last_ts = ts;
     if (ts > ln->now)
@@ -184,7 +197,6 @@ static int take_record(Lane *L, const unsigned char *f, Py_ssize_t n, int64_t ts
     ln->last_count = count;
     ln->last_len = plen;
     st->packets++;
-    st->messages += count;
     if (L->records == 0 || ts < L->first_ts)
         L->first_ts = ts;
     if (L->records == 0 || ts > L->last_ts)
@@ -237,9 +249,10 @@ static PyObject *ln_run(Lane *L, PyObject *const *args, Py_ssize_t nargs)
 }
 
 /* take() -> None when nothing was taken since the last call, else (records, first_ts, last_ts,
- * lines, streams, types): lines [(index, packets, messages, payload_bytes, last_seq, last_count,
- * last_len, expected, last_ts, now)], streams [(index, packets, messages, expected, last_ts, now)],
- * types {msg_type: count}. The counts are deltas; the rest are the values now. */
+ * lines, streams, types): lines [(index, packets, messages, copies, payload_bytes, last_seq,
+ * last_count, last_len, expected, last_ts, now)] (messages: all decoded; copies: of them, those of
+ * copies), streams [(index, packets, messages, duplicates, expected, last_ts, now)], types
+ * {msg_type: count}. The counts are deltas; the rest are the values now. */
 static PyObject *ln_take(Lane *L, PyObject *unused)
 {
     if (L->records == 0)
@@ -251,7 +264,7 @@ static PyObject *ln_take(Lane *L, PyObject *unused)
         Line *ln = &L->lines[i];
         if (!ln->dirty)
             continue;
-        PyObject *t = Py_BuildValue("(nnnnKnnKLL)", i, ln->packets, ln->messages, ln->pbytes,
+        PyObject *t = Py_BuildValue("(nnnnnKnnKLL)", i, ln->packets, ln->messages, ln->copies, ln->pbytes,
                                     (unsigned long long)ln->last_seq, ln->last_count, ln->last_len,
                                     (unsigned long long)ln->expected, (long long)ln->last_ts, (long long)ln->now);
         if (t == NULL || PyList_Append(lines, t) < 0) {
@@ -264,7 +277,8 @@ static PyObject *ln_take(Lane *L, PyObject *unused)
         Stream *st = &L->streams[i];
         if (!st->dirty)
             continue;
-        PyObject *t = Py_BuildValue("(nnnKLL)", i, st->packets, st->messages, (unsigned long long)st->expected,
+        PyObject *t = Py_BuildValue("(nnnnKLL)", i, st->packets, st->messages, st->duplicates,
+                                    (unsigned long long)st->expected,
                                     (long long)st->last_ts, (long long)st->now);
         if (t == NULL || PyList_Append(streams, t) < 0) {
             Py_XDECREF(t);
@@ -289,12 +303,12 @@ static PyObject *ln_take(Lane *L, PyObject *unused)
     for (Py_ssize_t i = 0; i < L->nlines; i++) {
         Line *ln = &L->lines[i];
         ln->dirty = 0;
-        ln->packets = ln->messages = ln->pbytes = 0;
+        ln->packets = ln->messages = ln->pbytes = ln->copies = 0;
     }
     for (Py_ssize_t i = 0; i < L->nstreams; i++) {
         Stream *st = &L->streams[i];
         st->dirty = 0;
-        st->packets = st->messages = 0;
+        st->packets = st->messages = st->duplicates = 0;
     }
     memset(L->types, 0, sizeof(L->types));
     L->records = 0;
@@ -386,14 +400,14 @@ static PyObject *ln_set_line(Lane *L, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* set_stream(stream, ok, expected, last_ts, now) */
+/* set_stream(stream, ok, hole_end, expected, last_ts, now) */
 static PyObject *ln_set_stream(Lane *L, PyObject *args)
 {
     Py_ssize_t i;
     int ok;
-    unsigned long long expected;
+    unsigned long long hole_end, expected;
     long long last_ts, now;
-    if (!PyArg_ParseTuple(args, "npKLL", &i, &ok, &expected, &last_ts, &now))
+    if (!PyArg_ParseTuple(args, "npKKLL", &i, &ok, &hole_end, &expected, &last_ts, &now))
         return NULL;
     if (i < 0 || i >= L->nstreams) {
         PyErr_SetString(PyExc_IndexError, "no such stream");
@@ -401,6 +415,7 @@ static PyObject *ln_set_stream(Lane *L, PyObject *args)
     }
     Stream *st = &L->streams[i];
     st->ok = ok;
+    st->hole_end = hole_end;
     st->expected = expected;
     st->last_ts = last_ts;
     st->now = now;
@@ -499,7 +514,7 @@ static PyMethodDef ln_methods[] = {
     {"add_line", (PyCFunction)ln_add_line, METH_VARARGS,
      "add_line(stream, book_core, itch_core, book_for, on_other) -> line index"},
     {"set_line", (PyCFunction)ln_set_line, METH_VARARGS, "set_line(line, ok, session, expected, last_ts, now)"},
-    {"set_stream", (PyCFunction)ln_set_stream, METH_VARARGS, "set_stream(stream, ok, expected, last_ts, now)"},
+    {"set_stream", (PyCFunction)ln_set_stream, METH_VARARGS, "set_stream(stream, ok, hole_end, expected, last_ts, now)"},
     {"add_flow", (PyCFunction)ln_add_flow, METH_VARARGS,
      "add_flow(src, dst, sport, dport, line) -> False when the flow table is full"},
     {NULL, NULL, 0, NULL},
