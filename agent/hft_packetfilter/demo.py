@@ -381,7 +381,9 @@ def run_demo(duration: float = 10, rate: int = 1000, as_json: bool = False, xdp_
                       f"{o.get('rejects')} rejects; order->ack p50 {lat.get('p50')} us, p99 {lat.get('p99')} us")
         for venue, b in (report["books"] or {}).items():
             tops = "  ".join(f"{s} {_px(t.get('bid_px'))}/{_px(t.get('ask_px'))}" for s, t in (b.get("top") or {}).items())
-            con.print(f"book {venue}: {b.get('messages'):,} messages, {b.get('orders'):,} open orders; {tops}")
+            orders = b.get("orders")
+            held = f"{orders:,} open orders" if orders is not None else "market by price"
+            con.print(f"book {venue}: {b.get('messages'):,} messages, {held}; {tops}")
         cv = report["crossvenue"] or {}
         if cv.get("totals"):
             t = cv["totals"]

@@ -172,7 +172,7 @@ class LiveAgent:
 
     def agent_snapshot(self) -> dict:
         with self.lock:
-            rep = self.pipeline.report()
+            rep = self.pipeline.summary()
         rt = self.runtime
         return {
             "started": self.started,
@@ -184,8 +184,7 @@ class LiveAgent:
                              "received": g.received, "missing": g.missing} for g in list(rt.recent_gaps)[-20:]],
             "messages": rep.get("messages"), "decode_errors": rep.get("decode_errors"),
             "orders": rep.get("orders"), "latency": rep.get("latency"), "errors": rep.get("errors"),
-            "books": {v: {k: b.get(k) for k in ("messages", "orders", "symbols", "top")}
-                      for v, b in (rep.get("books") or {}).items()},
+            "books": rep.get("books"),
             "crossvenue": _crossvenue_summary(rep.get("crossvenue") or {}),
             "alerts": [a.to_dict() for a in self.risk.alerts()][-50:] if self.risk is not None else None,
             "alert_counts": ([{"rule": r, "severity": s, "count": n} for (r, s), n in sorted(self.alert_counts.items())]

@@ -673,16 +673,37 @@ class Pipeline:
                 add(c.protocol, c.decoder.stats.rejects)
         return {p: dict(sorted((str(k), v) for k, v in c.items() if v)) for p, c in sorted(out.items())}
 
-    def report(self) -> dict:
-        """The report document (JSON-safe; see replay's --json for the layout)."""
-        ts = self.tcp.stats
-        orders_snap = self.orders.snapshot()
+    def _orders(self):
+        """(order tracker snapshot, orders per venue, latency per venue)."""
+        snap = self.orders.snapshot()
         orders, latency = {}, {}
-        for venue, d in orders_snap["venues"].items():
+        for venue, d in snap["venues"].items():
             lat = d.pop("latency")
             d.pop("sessions", None)
             orders[venue] = d
             latency[venue] = lat
+        return snap, orders, latency
+
+    def summary(self) -> dict:
+        """What the live agent serves every interval, the same values as those of :meth:`report`
+        without the sections it does not serve (feeds, TCP, execution, whole books), which cost the
+        most with many streams, symbols and live orders: ``messages``, ``decode_errors``,
+        ``errors``, ``orders``, ``latency``, ``books`` (``head()`` of each) and ``crossvenue``."""
+        _snap, orders, latency = self._orders()
+        return {
+            "messages": {p: dict(sorted(c.items())) for p, c in sorted(self.messages.items())},
+            "decode_errors": self.decode_errors(),
+            "errors": {s: dict(sorted(c.items())) for s, c in sorted(self.errors.items())},
+            "orders": orders,
+            "latency": latency,
+            "books": {venue: b.head() for venue, b in sorted(self.books.items())},
+            "crossvenue": self.crossvenue.snapshot() if self.crossvenue is not None else {"enabled": False},
+        }
+
+    def report(self) -> dict:
+        """The report document (JSON-safe; see replay's --json for the layout)."""
+        ts = self.tcp.stats
+        orders_snap, orders, latency = self._orders()
         venues = {}
         for name, ex in self.exchanges.items():
             vp = self.venue_packets.get(name, (0, 0))

@@ -264,6 +264,10 @@ def test_mdp3_gap_recovery_from_snapshot():
     assert s["counters"] == {"duplicates": 2, "gaps": 1, "dropped_recovering": 1, "snapshots": 1}
     b.apply(snap(7, 3, [("Bid", 1, "1", 1)]))                      # stale snapshot ignored
     assert b.top(7)[0] == 102 * 10**9 and b.counters["stale_snapshots"] == 1
+    head = b.head()                # the live agent's cut: tops by symbol, no orders (market by price)
+    assert head["orders"] is None and head["symbols"] == 2 and head["messages"] == b.messages
+    assert head["top"]["ESZ5"] == {k: v for k, v in b.snapshot()["securities"]["ESZ5"].items()
+                                   if k in ("bid_px", "bid_qty", "ask_px", "ask_qty")}
     b.apply(Mdp3Message("ChannelReset", 4, "ChannelReset4", 1, 9, 1, 0, {"NoMDEntries": []}))
     assert b.top(7) == (None, None, None, None) and b.snapshot()["securities"]["ESZ5"]["rpt_seq"] is None
 

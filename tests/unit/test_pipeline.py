@@ -366,6 +366,22 @@ def test_itch_ab_lines_arbitrated_and_applied_once(tmp_path):
     assert b["skipped_copies"] == 9 + 2
 
 
+def test_summary_is_the_reports_cut(tmp_path):
+    """The live agent serves Pipeline.summary() every interval: the report's values, fewer sections."""
+    pcap = write_pcap(tmp_path / "mix.pcap", sorted(itch_feed() + fix_session(), key=lambda r: r[0]))
+    p = Pipeline(cfgmod.loads(ITCH_CONFIG + FIX_CONFIG.replace("exchanges:\n", "")))
+    run_capture(pcap, pipeline=p)
+    rep, summ = p.report(), p.summary()
+    assert set(summ) == {"messages", "decode_errors", "errors", "orders", "latency", "books", "crossvenue"}
+    for k in ("messages", "decode_errors", "errors", "orders", "latency", "crossvenue"):
+        assert summ[k] == rep[k], k
+    assert summ["orders"]["FIXV"]["orders"] == 10 and summ["crossvenue"] != {"enabled": False}
+    head, book = summ["books"]["NSDQ"], rep["books"]["NSDQ"]
+    assert head == {k: book[k] for k in ("messages", "orders", "symbols", "top")}
+    assert head["top"]["AAPL"]["bid_qty"] == 60
+    json.dumps(summ)
+
+
 def test_window_and_feed_api(tmp_path):
     recs = itch_feed()
     pcap = write_pcap(tmp_path / "w.pcap", recs)

@@ -230,6 +230,11 @@ class _OrderBookBase:
     def order_count(self) -> int:
         return len(self.orders)
 
+    def head(self) -> dict:
+        """The live agent's cut of :meth:`snapshot`: messages, live orders, symbols and the tops."""
+        return {"messages": self.messages, "orders": self.order_count(), "symbols": len(self.by_symbol),
+                "top": {s: _top_dict(t) for s, t in sorted(self.tops().items())}}
+
     def snapshot(self) -> dict:
         return {"venue": self.venue, "price_exponent": self.price_exponent, "messages": self.messages,
                 "orders": self.order_count(), "symbols": len(self.by_symbol),
@@ -742,6 +747,11 @@ class Mdp3Book:
     def tops(self) -> Dict[str, Top]:
         return {self.symbols.get(sid, str(sid)): s.top() for sid, s in self.securities.items()
                 if s.levels[0] or s.levels[1]}
+
+    def head(self) -> dict:
+        """The live agent's cut of :meth:`snapshot` (market by price: no orders)."""
+        return {"messages": self.messages, "orders": None, "symbols": len(self.securities),
+                "top": {s: _top_dict(t) for s, t in sorted(self.tops().items())}}
 
     def snapshot(self) -> dict:
         secs = {}
