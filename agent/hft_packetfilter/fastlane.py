@@ -20,7 +20,8 @@ This module keeps the two sides in step:
 
 The report is the same with the lane on or off (tests/unit/test_fastlane.py replays the test feeds,
 damaged A/B feeds and the corpus both ways). The lane is used when the compiled module is built,
-the capture is a classic pcap of Ethernet frames, ``Pipeline.fast_lane`` and ``fused_itch`` are
+the capture is a classic pcap of Ethernet frames or a pcapng (its Enhanced Packet Blocks of
+Ethernet interfaces), ``Pipeline.fast_lane`` and ``fused_itch`` are
 true and no cross-venue view reads the book tops; otherwise replay runs as before.
 """
 from __future__ import annotations
@@ -59,10 +60,14 @@ class FastLane:
                     ) -> Optional["FastLane"]:
         """A lane for replaying ``reader`` into ``pipe``, or None when it cannot serve (see the module
         docstring)."""
+        from .sources.pcap import PcapngReader
+
         native = _accel.NATIVE
         if (native is None or not getattr(pipe, "fast_lane", False) or not pipe.fused_itch
-                or pipe.crossvenue is not None or getattr(reader, "linktype", None) != _ETHERNET
-                or not hasattr(reader, "nanosecond")):
+                or pipe.crossvenue is not None):
+            return None
+        # classic pcap: one link type for the file; pcapng: the lane takes Ethernet interfaces' blocks
+        if not isinstance(reader, PcapngReader) and getattr(reader, "linktype", None) != _ETHERNET:
             return None
         if ITCH not in pipe.protocol_of.values():
             return None

@@ -771,7 +771,7 @@ def run_capture(path, config=None, from_ns: Optional[int] = None, to_ns: Optiona
     total_bytes)`` is called as the file is read. Raises :class:`~.sources.pcap.NotACaptureError`
     (a ValueError) for a file that is not a capture and ``OSError`` when it cannot be read.
 
-    With the compiled module, a classic pcap's plain MoldUDP64/ITCH packets go through the replay
+    With the compiled module, a capture's plain MoldUDP64/ITCH packets go through the replay
     fast lane (:mod:`.fastlane`) instead of one ``parse`` + ``feed`` each; the report is the same.
     """
     from .fastlane import FastLane
@@ -809,7 +809,7 @@ def run_capture(path, config=None, from_ns: Optional[int] = None, to_ns: Optiona
             lane.sync()
             if lane.records:
                 records += lane.records
-                linktypes[reader.linktype] = linktypes.get(reader.linktype, 0) + lane.records
+                linktypes[1] = linktypes.get(1, 0) + lane.records       # the lane takes Ethernet only
                 if first is None or lane.first_ts < first:
                     first = lane.first_ts
                 if last is None or lane.last_ts > last:

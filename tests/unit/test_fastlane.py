@@ -316,31 +316,101 @@ def test_small_chunks_split_records_across_reads(tmp_path, monkeypatch):
 def test_no_lane_where_it_cannot_serve(tmp_path, monkeypatch):
     packets, session = order_flow(50, seed=7)
     recs = packets_to_records(packets, session)
-    pcap = write_pcap(tmp_path / "x.pcap", recs)
     cfg = cfgmod.loads(CONFIG)
     # a cross-venue view reads the book tops after every update: the lane does not serve it
-    taken, _ = same_report(pcap, cfg, monkeypatch, crossvenue=True)
+    taken, _ = same_report(write_pcap(tmp_path / "x.pcap", recs), cfg, monkeypatch, crossvenue=True)
     assert taken is None
-    # pcapng: the Python reader
-    from hft_packetfilter.sources.pcap import open_capture
-    ng = tmp_path / "x.pcapng"
-    _write_pcapng(ng, recs)
-    taken, doc = same_report(ng, cfg, monkeypatch)
-    assert taken is None and doc["capture"]["format"] == "pcapng"
-    with open_capture(ng) as r:
-        assert fastlane.FastLane.for_capture(Pipeline(cfg), r) is None
+    # a classic pcap of another link type (raw IPv4): the Python reader and parser
+    raw = [(ts, f[14:]) for ts, f in recs]
+    pcap = tmp_path / "raw.pcap"
+    write_pcap(pcap, raw)
+    data = bytearray(pcap.read_bytes())
+    data[20:24] = struct.pack("<I", 228)                     # LINKTYPE_IPV4
+    pcap.write_bytes(bytes(data))
+    taken, doc = same_report(pcap, cfg, monkeypatch)
+    assert taken is None and doc["feeds"]["NSDQ"]["arbitrated"]["packets"] == 50
 
 
-def _write_pcapng(path: Path, recs) -> None:
-    def block(t, body):
-        body += b"\x00" * (-len(body) % 4)
-        return struct.pack("<II", t, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
+def _block(t: int, body: bytes, bo: str = "<") -> bytes:
+    body += b"\x00" * (-len(body) % 4)
+    return struct.pack(bo + "II", t, len(body) + 12) + body + struct.pack(bo + "I", len(body) + 12)
 
-    out = [block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)),
-           block(1, struct.pack("<HHI", 1, 0, 0) + struct.pack("<HHB3x", 9, 1, 9) + b"\x00" * 4)]
-    for ts, f in recs:
-        out.append(block(6, struct.pack("<IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, len(f), len(f)) + f))
+
+def _shb(bo: str = "<") -> bytes:
+    return _block(0x0A0D0D0A, struct.pack(bo + "IHHq", 0x1A2B3C4D, 1, 0, -1), bo)
+
+
+def _idb(linktype: int = 1, tsresol=None, offset_s=None, bo: str = "<") -> bytes:
+    opts = b""
+    if tsresol is not None:
+        opts += struct.pack(bo + "HHB3x", 9, 1, tsresol)
+    if offset_s is not None:
+        opts += struct.pack(bo + "HHq", 14, 8, offset_s)
+    if opts:
+        opts += b"\x00" * 4
+    return _block(1, struct.pack(bo + "HHI", linktype, 0, 0) + opts, bo)
+
+
+def _epb(ticks: int, f: bytes, iid: int = 0, bo: str = "<") -> bytes:
+    return _block(6, struct.pack(bo + "IIIII", iid, ticks >> 32, ticks & 0xFFFFFFFF, len(f), len(f)) + f, bo)
+
+
+def _write_pcapng(path: Path, recs, bo: str = "<", tsresol=9, offset_s=None) -> Path:
+    """One section, one Ethernet interface; ticks from ``tsresol`` (as if_tsresol; None: the
+    default microseconds) and ``offset_s`` (if_tsoffset)."""
+    def ticks(ts):
+        ts -= (offset_s or 0) * 10**9
+        if tsresol is None:
+            return ts // 1000
+        if tsresol & 0x80:
+            return (ts << (tsresol & 0x7F)) // 10**9
+        return ts * 10**tsresol // 10**9
+
+    out = [_shb(bo), _idb(1, tsresol, offset_s, bo)]
+    out += [_epb(ticks(ts), f, bo=bo) for ts, f in recs]
     path.write_bytes(b"".join(out))
+    return path
+
+
+@pytest.mark.parametrize("bo, tsresol, offset_s", [("<", 9, None), (">", 9, None), ("<", None, None),
+                                                    ("<", 0x80 | 30, None), ("<", 12, 1_699_999_000)])
+def test_pcapng(tmp_path, monkeypatch, bo, tsresol, offset_s):
+    recs = _damaged_records(9, 600)
+    pcap = _write_pcapng(tmp_path / "f.pcapng", recs, bo, tsresol, offset_s)
+    taken, doc = same_report(pcap, cfgmod.loads(CONFIG), monkeypatch, stale_after_ns=10**9)
+    assert taken > 500 and doc["capture"]["format"] == "pcapng", taken
+
+
+def _multi_pcapng(tmp_path):
+    """Two interfaces (one not Ethernet), a second section in the other byte order, Simple Packet
+    Blocks (they carry the previous packet's time, which the lane's last packet sets) and other
+    block types."""
+    packets, session = order_flow(300, seed=10)
+    recs = packets_to_records(packets, session, ("233.54.12.1", "233.54.12.2"))
+    out = [_shb(), _idb(1, 9), _idb(228, 9)]
+    for k, (ts, f) in enumerate(recs[:300]):
+        if k % 50 == 7:
+            out.append(_block(3, struct.pack("<I", len(f)) + f))          # SPB: interface 0, time of the last
+        elif k % 40 == 3:
+            out.append(_epb(ts, f[14:], iid=1))                           # raw IPv4 interface
+        else:
+            out.append(_epb(ts, f))
+        if k % 60 == 5:
+            out.append(_block(5, b"\x00" * 8))                           # an interface statistics block
+    out += [_shb(">"), _idb(1, 6, None, ">")]
+    out += [_epb(ts // 1000, f, bo=">") for ts, f in recs[300:]]
+    pcap = tmp_path / "multi.pcapng"
+    pcap.write_bytes(b"".join(out))
+    return pcap, recs
+
+
+def test_pcapng_interfaces_sections_and_simple_blocks(tmp_path, monkeypatch):
+    """The lane takes only Ethernet interfaces' Enhanced Packet Blocks."""
+    pcap, recs = _multi_pcapng(tmp_path)
+    taken, doc = same_report(pcap, cfgmod.loads(CONFIG), monkeypatch)
+    raw = sum(1 for k in range(300) if k % 50 != 7 and k % 40 == 3)
+    assert doc["capture"]["linktypes"] == {"1": len(recs) - raw, "228": raw}
+    assert taken > 500, taken
 
 
 @pytest.mark.skipif(not (CORPUS / "omi-nasdaq-itch50").is_dir(), reason=f"ITCH corpus absent: {CORPUS}")
@@ -361,6 +431,38 @@ def test_the_bench_capture(tmp_path, monkeypatch):
     n_msgs = replay.write_itch_capture(pcap, 5_000, seed=3, symbols=40, max_live=400)
     taken, doc = same_report(pcap, cfgmod.loads(replay.CONFIG), monkeypatch)
     assert taken >= 4_900 and doc["feeds"]["BENCH"]["messages"] == n_msgs
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_the_reader_yields_what_the_lane_leaves_as_it_would_without(tmp_path, kind):
+    """records(lane) yields exactly the records the lane did not take, in order and unchanged
+    (times included: a Simple Packet Block after a taken packet has that packet's time)."""
+    from hft_packetfilter.sources.packet import parse
+    from hft_packetfilter.sources.pcap import open_capture
+
+    if kind == "pcap":
+        pcap = write_pcap(tmp_path / "d.pcap", _damaged_records(11, 400))
+    else:
+        pcap, _ = _multi_pcapng(tmp_path)
+    cfg = cfgmod.loads(CONFIG)
+    with open_capture(pcap) as r:
+        plain = list(r.records())
+    pipe = Pipeline(cfg)
+    got = []
+    with open_capture(pcap) as r:
+        lane = fastlane.FastLane.for_capture(pipe, r)
+        for rec in r.records(lane.core):
+            lane.sync()
+            got.append(rec)
+            ev = parse(rec[2], rec[1], rec[0], rec[3], {}, pipe.clock)
+            if ev is not None:
+                pipe.feed(ev)
+                lane.after(ev)
+        lane.sync()
+        assert r.records_read == len(plain)
+    assert lane.records > 100 and len(got) + lane.records == len(plain)
+    it = iter(plain)
+    assert all(any(g == p for p in it) for g in got)        # an ordered sub-sequence of the plain records
 
 
 # ---- the compiled loop on bytes it was not built for -------------------------------------------------
@@ -394,6 +496,26 @@ def test_run_fuzz(body, pos, hlen, little, damage):
     for at, v in damage:
         rec[at % len(rec)] = v
     for buf in (body, bytes(rec) + body):
-        p, taken = lane.run(buf, pos, hlen, 1, 1, little)
+        p, taken, last = lane.run(buf, pos, hlen, 1, 1, little)
         assert pos <= p <= max(pos, len(buf)) and taken >= 0
-        assert (p == pos) == (taken == 0)
+        assert (p == pos) == (taken == 0) and (last is None) == (taken == 0)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=st.binary(max_size=300), pos=st.integers(0, 40), little=st.booleans(),
+       iface=st.tuples(st.sampled_from([1, 1, 228]), st.sampled_from([1, 1000]), st.sampled_from([1, 1000]),
+                       st.sampled_from([0, 30, 63]), st.integers(-2**40, 2**40)),
+       damage=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=6))
+def test_run_ng_fuzz(body, pos, little, iface, damage):
+    """run_ng on random bytes and on a damaged Enhanced Packet Block: no crash, no read past the
+    buffer, a position on a block boundary it reached."""
+    lane, _book = _lane_with_a_line()
+    lane.set_ifaces([iface])
+    bo = "<" if little else ">"
+    good = bytearray(_epb(T0, frame("233.54.12.1", encode_packet("NSDQTEST01", 1, [_add(1)])), bo=bo))
+    for at, v in damage:
+        good[at % len(good)] = v
+    for buf in (body, bytes(good) + body):
+        p, taken, last = lane.run_ng(buf, pos, little)
+        assert pos <= p <= max(pos, len(buf)) and taken >= 0
+        assert (p == pos) == (taken == 0) and (last is None) == (taken == 0)

@@ -1,6 +1,7 @@
 /* The replay fast lane: the common case of an offline MoldUDP64/ITCH replay in one C loop.
  *
- * pipeline.run_capture reads a classic pcap in chunks; for every record MoldLane.run can take whole,
+ * pipeline.run_capture reads a capture in chunks; for every record MoldLane.run (classic pcap) or
+ * run_ng (pcapng Enhanced Packet Blocks) can take whole,
  * it does what the Python path (sources.packet.parse, Pipeline.feed, _h_mold_fused, FeedQuality,
  * MoldUDP64Decoder.feed_book, ItchBook.apply_buffer) would do, and it stops at the first record it
  * cannot take, so the Python code (the reference) handles that one in order and the lane goes on
@@ -54,6 +55,14 @@ typedef struct {
 } Flow;
 
 #define MAX_FLOWS 65536
+#define MAX_IFACES 64
+#define MAX_BLOCK (64 << 20)        /* sources.pcap.MAX_RECORD: longer blocks are corruption */
+
+typedef struct {
+    int ethernet;                    /* link type 1: the only one the lane takes */
+    int shift;                       /* ts = (ticks * 1e9 >> shift) + offset when shift, else */
+    int64_t mul, div, offset;        /* ticks * mul // div + offset (sources.pcap._Iface.ts) */
+} NgIface;
 
 typedef struct {
     PyObject_HEAD
@@ -66,6 +75,8 @@ typedef struct {
     Flow *flows;
     size_t fcap, nflows;
     size_t hint;                     /* the slot of the last flow found */
+    NgIface ifaces[MAX_IFACES];      /* pcapng: the current section's interfaces */
+    int nifaces;
     Py_ssize_t records;              /* taken since the last take() */
     int64_t first_ts, last_ts;
     Py_ssize_t types[256];
@@ -205,8 +216,98 @@ static int take_record(Lane *L, const unsigned char *f, Py_ssize_t n, int64_t ts
     return TAKEN;
 }
 
-/* run(buf, pos, hlen, mult, linktype, little) -> (pos, taken): takes whole records from buf[pos:]
- * until one it refuses (pos then points at it) or the first one not whole in buf. */
+/* pcapng: ts_ns of an interface's tick count as _Iface.ts computes it; 0 when it leaves int64. */
+static int ng_ts(const NgIface *f, uint64_t ticks, int64_t *ts)
+{
+    __int128 v;
+    if (f->shift)
+        v = ((__int128)ticks * 1000000000) >> f->shift;
+    else if (f->div != 1)
+        v = (__int128)(ticks / (uint64_t)f->div);
+    else
+        v = (__int128)ticks * f->mul;
+    v += f->offset;
+    if (v < INT64_MIN || v > INT64_MAX)
+        return 0;
+    *ts = (int64_t)v;
+    return 1;
+}
+
+static inline uint64_t u64_at(const unsigned char *p, int little)
+{
+    return ((uint64_t)u32_at(p, little) << 32) | u32_at(p + 4, little);
+}
+
+/* ---- the record loop over a read buffer ------------------------------------------------------- */
+typedef struct {
+    int ng;                          /* pcapng blocks, else classic pcap records */
+    int little;
+    Py_ssize_t hlen;                 /* classic: record header size */
+    uint64_t mult;                   /* classic: ns per fraction unit */
+} Fmt;
+
+/* The record at h (avail bytes from it in the buffer): its frame, length, time and whole size;
+ * 0 when the lane stops there (not whole in the buffer, or a record or block the Python reader
+ * must see: any pcapng block but an Enhanced Packet Block of a known Ethernet interface with sane
+ * lengths, which is also all the Python reader would not report as damaged). */
+static int next_record(const Lane *L, const Fmt *fm, const unsigned char *h, Py_ssize_t avail,
+                       const unsigned char **frame, Py_ssize_t *flen, int64_t *ts, Py_ssize_t *size)
+{
+    if (!fm->ng) {
+        if (avail < fm->hlen)
+            return 0;
+        uint32_t incl = u32_at(h + 8, fm->little);
+        if ((uint64_t)incl > (uint64_t)(avail - fm->hlen))
+            return 0;
+        *ts = (int64_t)((uint64_t)u32_at(h, fm->little) * 1000000000ULL + (uint64_t)u32_at(h + 4, fm->little) * fm->mult);
+        *frame = h + fm->hlen;
+        *flen = incl;
+        *size = fm->hlen + (Py_ssize_t)incl;
+        return 1;
+    }
+    if (avail < 28)
+        return 0;
+    uint32_t btype = u32_at(h, fm->little), blen = u32_at(h + 4, fm->little);
+    if (btype != 6 || blen < 32 || (blen & 3) || blen > MAX_BLOCK || (Py_ssize_t)blen > avail)
+        return 0;
+    uint32_t iid = u32_at(h + 8, fm->little), cap = u32_at(h + 20, fm->little);
+    if (iid >= (uint32_t)L->nifaces || !L->ifaces[iid].ethernet || (uint64_t)cap + 32 > blen
+        || !ng_ts(&L->ifaces[iid], u64_at(h + 12, fm->little), ts))
+        return 0;
+    *frame = h + 28;
+    *flen = cap;
+    *size = blen;
+    return 1;
+}
+
+/* Take records from buf[pos:] until one the lane refuses (pos then points at it) or the first one
+ * not whole in buf: (pos, taken, the last taken record's time or None). */
+static PyObject *run_loop(Lane *L, PyObject *bufobj, Py_ssize_t pos, const Fmt *fm)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(bufobj, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *b = view.buf, *frame;
+    Py_ssize_t taken = 0, flen, size;
+    int64_t ts, last = 0;
+    int rc = 0;
+    while (pos < view.len && next_record(L, fm, b + pos, view.len - pos, &frame, &flen, &ts, &size)) {
+        rc = take_record(L, frame, flen, ts);
+        if (rc != TAKEN)
+            break;
+        taken++;
+        last = ts;
+        pos += size;
+    }
+    PyBuffer_Release(&view);
+    if (rc < 0)
+        return NULL;
+    if (!taken)
+        return Py_BuildValue("(nnO)", pos, taken, Py_None);
+    return Py_BuildValue("(nnL)", pos, taken, (long long)last);
+}
+
+/* run(buf, pos, hlen, mult, linktype, little): classic pcap records (Ethernet files only). */
 static PyObject *ln_run(Lane *L, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 6) {
@@ -223,29 +324,58 @@ static PyObject *ln_run(Lane *L, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "run: pos >= 0, hlen >= 16, mult >= 1");
         return NULL;
     }
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+    if (lt != 1)
+        return Py_BuildValue("(nnO)", pos, (Py_ssize_t)0, Py_None);
+    Fmt fm = {.ng = 0, .little = little, .hlen = hlen, .mult = (uint64_t)mult};
+    return run_loop(L, args[0], pos, &fm);
+}
+
+/* run_ng(buf, pos, little): pcapng Enhanced Packet Blocks of the section's Ethernet interfaces. */
+static PyObject *ln_run_ng(Lane *L, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "run_ng(buf, pos, little)");
         return NULL;
-    const unsigned char *b = view.buf;
-    const Py_ssize_t n = view.len;
-    Py_ssize_t taken = 0;
-    int rc = 0;
-    while (lt == 1 && pos + hlen <= n) {
-        const unsigned char *h = b + pos;
-        uint32_t incl = u32_at(h + 8, little);
-        if ((uint64_t)incl > (uint64_t)(n - pos - hlen))
-            break;
-        int64_t ts = (int64_t)((uint64_t)u32_at(h, little) * 1000000000ULL + (uint64_t)u32_at(h + 4, little) * (uint64_t)mult);
-        rc = take_record(L, h + hlen, (Py_ssize_t)incl, ts);
-        if (rc != TAKEN)
-            break;
-        taken++;
-        pos += hlen + (Py_ssize_t)incl;
     }
-    PyBuffer_Release(&view);
-    if (rc < 0)
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    int little = PyObject_IsTrue(args[2]);
+    if (PyErr_Occurred() || little < 0)
         return NULL;
-    return Py_BuildValue("(nn)", pos, taken);
+    if (pos < 0) {
+        PyErr_SetString(PyExc_ValueError, "run_ng: pos >= 0");
+        return NULL;
+    }
+    Fmt fm = {.ng = 1, .little = little};
+    return run_loop(L, args[0], pos, &fm);
+}
+
+/* set_ifaces([(linktype, mul, div, shift, offset_ns)]): the pcapng section's interfaces, in order. */
+static PyObject *ln_set_ifaces(Lane *L, PyObject *arg)
+{
+    PyObject *seq = PySequence_Fast(arg, "set_ifaces: a list of (linktype, mul, div, shift, offset_ns)");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t k = PySequence_Fast_GET_SIZE(seq);
+    L->nifaces = 0;
+    for (Py_ssize_t i = 0; i < k && i < MAX_IFACES; i++) {
+        long lt;
+        int shift;
+        long long mul, div, off;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "lLLiL", &lt, &mul, &div, &shift, &off)) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        NgIface *f = &L->ifaces[i];
+        /* an interface the lane cannot reproduce exactly stays with the Python reader */
+        f->ethernet = lt == 1 && mul >= 1 && div >= 1 && shift >= 0 && shift < 64;
+        f->mul = mul;
+        f->div = div;
+        f->shift = shift;
+        f->offset = off;
+        L->nifaces = (int)i + 1;
+    }
+    Py_DECREF(seq);
+    Py_RETURN_NONE;
 }
 
 /* take() -> None when nothing was taken since the last call, else (records, first_ts, last_ts,
@@ -507,7 +637,11 @@ static void ln_dealloc(Lane *L)
 
 static PyMethodDef ln_methods[] = {
     {"run", (PyCFunction)(void (*)(void))ln_run, METH_FASTCALL,
-     "run(buf, pos, hlen, mult, linktype, little) -> (pos, records taken)"},
+     "run(buf, pos, hlen, mult, linktype, little) -> (pos, records taken, last ts or None): classic pcap records"},
+    {"run_ng", (PyCFunction)(void (*)(void))ln_run_ng, METH_FASTCALL,
+     "run_ng(buf, pos, little) -> (pos, records taken, last ts or None): pcapng Enhanced Packet Blocks"},
+    {"set_ifaces", (PyCFunction)ln_set_ifaces, METH_O,
+     "set_ifaces([(linktype, mul, div, shift, offset_ns)]): the pcapng section's interfaces"},
     {"take", (PyCFunction)ln_take, METH_NOARGS,
      "take() -> None or (records, first_ts, last_ts, lines, streams, types): what changed since the last take"},
     {"add_stream", (PyCFunction)ln_add_stream, METH_NOARGS, "add_stream() -> stream index"},

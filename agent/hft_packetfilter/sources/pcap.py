@@ -164,7 +164,7 @@ class PcapReader(_Reader):
                 yield from recs
             while True:
                 if run is not None:
-                    pos, taken = run(buf, pos, hlen, mult, lt, little)
+                    pos, taken, _ts = run(buf, pos, hlen, mult, lt, little)
                     count += taken
                 if pos + hlen > n:
                     break
@@ -249,7 +249,16 @@ class PcapngReader(_Reader):
         """The first interface's link type (None before the first IDB is read)."""
         return self.interfaces[0].linktype if self.interfaces else None
 
-    def records(self) -> Iterator[Tuple[int, int, bytes, int]]:
+    def _lane_ifaces(self, lane) -> None:
+        """Hand the lane the section's interfaces (one it cannot reproduce exactly as link type -1)."""
+        lim = 1 << 63
+        lane.set_ifaces([(f.linktype if max(f.mul, f.div, abs(f.offset_ns)) < lim else -1,
+                          min(f.mul, lim - 1), min(f.div, lim - 1), f.shift, max(min(f.offset_ns, lim - 1), -lim))
+                         for f in self.interfaces])
+
+    def records(self, lane=None) -> Iterator[Tuple[int, int, bytes, int]]:
+        """``lane``: as for :meth:`PcapReader.records`; it takes Enhanced Packet Blocks."""
+        run = lane.run_ng if lane is not None else None
         buf = self._head + self._read(self.chunk_size)
         self._head = b""
         pos = 0
@@ -264,6 +273,13 @@ class PcapngReader(_Reader):
         while True:
             n = len(buf)
             while pos + 12 <= n:
+                if run is not None:
+                    pos, taken, lane_ts = run(buf, pos, bo == "<")
+                    if taken:
+                        count += taken
+                        last_ts = lane_ts
+                        if pos + 12 > n:
+                            break
                 btype, blen = blk(buf, pos)
                 if btype == 0x0A0D0D0A:     # SHB: a palindrome, so it reads the same in both orders
                     magic = buf[pos + 8:pos + 12]
@@ -318,9 +334,13 @@ class PcapngReader(_Reader):
                     iface = _Iface(lt, snap)
                     self._iface_options(iface, buf, body + 8, end - 4, bo)
                     ifaces.append(iface)
+                    if lane is not None:
+                        self._lane_ifaces(lane)
                 elif btype == 0x0A0D0D0A:                        # Section Header Block
                     ifaces.clear()
                     self.sections += 1
+                    if lane is not None:
+                        self._lane_ifaces(lane)
                 elif btype == 2:                                 # obsolete Packet Block
                     iid, _drops, hi, lo, cap, orig = struct.unpack_from(bo + "HHIIII", buf, body)
                     if iid < len(ifaces) and body + 20 + cap <= end - 4:
