@@ -349,6 +349,7 @@ class Probe:
 
     def _pin(self, ifindex: int) -> None:
         os.makedirs(self.pin_dir, exist_ok=True)
+        self.maps.lock_path = self.pin_dir      # other processes can write the config from now on
         for name in abi.PINNED_MAPS:
             bpfsys.obj_pin(self.table(name).map_fd, os.path.join(self.pin_dir, name))
         for name in abi.PINNED_PROGS:

@@ -6,13 +6,22 @@ and a live, pinned one are updated by the same code.
 Live updates never open a window in which a packet covered both before and after the change is
 dropped: every trie key is replaced in one map update (the kernel swaps the node under RCU); new and
 changed keys are written before protection flags are raised and before stale keys are deleted.
+
+hftpf_config (mode, flags, clock offset, allow-list generation) is one value that several writers
+change a field of: the agent (clock offset, allow-list and flow kill switch through its control
+socket), and CLI processes writing the pins directly when no agent answers. Every change reads,
+modifies and writes it under an exclusive flock on the probe's pin directory (``lock_path``), so two
+writers never lose each other's change (a flow kill-switch flag, the mode, an allow-list generation
+that retires the CPUs' remembered decisions).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import os
 import struct
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from .. import abi
 from .. import allowlist as al
@@ -55,9 +64,27 @@ def probe_midnight_ns(tz: str, clock: int) -> int:
     return local_midnight_utc_ns(tz, utc) + off
 
 
+@contextlib.contextmanager
+def _dir_lock(path: Optional[str]) -> Iterator[None]:
+    """An exclusive flock on directory `path` (bpffs supports it) for the block; none when `path` is
+    None or gone (a probe not pinned yet has no other writer)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY) if path else -1
+    except FileNotFoundError:
+        fd = -1
+    try:
+        if fd >= 0:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd >= 0:
+            os.close(fd)        # releases the lock
+
+
 class ProbeMaps:
-    def __init__(self, maps: Dict[str, bpfsys.Map]):
+    def __init__(self, maps: Dict[str, bpfsys.Map], lock_path: Optional[str] = None):
         self.m = maps
+        self.lock_path = lock_path      # the pin directory, once the probe is pinned
 
     # -- construction ---------------------------------------------------------------------------------
     @classmethod
@@ -70,7 +97,7 @@ class ProbeMaps:
             for m in maps.values():
                 m.close()
             raise
-        return cls(maps)
+        return cls(maps, lock_path=pdir)
 
     @classmethod
     def from_bpf(cls, b) -> "ProbeMaps":
@@ -98,20 +125,32 @@ class ProbeMaps:
     def mode(self) -> abi.Mode:
         return abi.Mode(self.m[abi.MAP_CONFIG].lookup(0).mode)
 
+    def _change_config(self, change: Callable[[abi.ProbeConfig], bool]) -> None:
+        """Read hftpf_config, let `change` modify it (it returns whether it did) and write it back,
+        all under the probe's config lock (module docstring)."""
+        with _dir_lock(self.lock_path):
+            cur = self.m[abi.MAP_CONFIG].lookup(0) or abi.ProbeConfig()
+            if change(cur):
+                self.m[abi.MAP_CONFIG].update(0, cur)
+
     def set_mode(self, mode: abi.Mode) -> None:
-        cur = self.m[abi.MAP_CONFIG].lookup(0) or abi.ProbeConfig()
-        cur.mode = int(mode)
-        self.m[abi.MAP_CONFIG].update(0, cur)
+        def change(cur):
+            cur.mode = int(mode)
+            return True
+
+        self._change_config(change)
 
     def _set_flags(self, flags: int, mask: int, new_allow_gen: bool = False) -> None:
         """Set the config flag bits in `mask` to those of `flags`, keeping the others; new_allow_gen:
         also start a new allow-list generation (after the allow tables changed), which retires every
         allow-list decision the probe's CPUs remember (hftpf_config.allow_gen)."""
-        cur = self.m[abi.MAP_CONFIG].lookup(0) or abi.ProbeConfig()
-        cur.flags = (cur.flags & ~mask) | (flags & mask)
-        if new_allow_gen:
-            cur.allow_gen = (cur.allow_gen + 1) & (2**64 - 1)
-        self.m[abi.MAP_CONFIG].update(0, cur)
+        def change(cur):
+            cur.flags = (cur.flags & ~mask) | (flags & mask)
+            if new_allow_gen:
+                cur.allow_gen = (cur.allow_gen + 1) & (2**64 - 1)
+            return True
+
+        self._change_config(change)
 
     # -- kill switch ------------------------------------------------------------------------------------
     def _probe_now(self) -> int:
@@ -152,10 +191,14 @@ class ProbeMaps:
 
         off = time.clock_gettime_ns(time.CLOCK_TAI) - time.time_ns()
         off = round(off / 1e9) * 1_000_000_000  # a whole number of seconds; drop the read-to-read jitter
-        cur = self.m[abi.MAP_CONFIG].lookup(0) or abi.ProbeConfig()
-        if cur.tai_minus_utc_ns != off:
+
+        def change(cur):
+            if cur.tai_minus_utc_ns == off:
+                return False
             cur.tai_minus_utc_ns = off
-            self.m[abi.MAP_CONFIG].update(0, cur)
+            return True
+
+        self._change_config(change)
         return off
 
     # -- venues and the allow-list --------------------------------------------------------------------
