@@ -829,6 +829,7 @@ def run_capture(path, config=None, from_ns: Optional[int] = None, to_ns: Optiona
             "truncated": reader.truncated,
             "problems": list(reader.problems),
             "window": {"from_ns": from_ns, "to_ns": to_ns},
+            "fast_lane_records": lane.records if lane is not None else 0,
         }
     pipe.close()
     doc = pipe.report()

@@ -21,7 +21,9 @@ JSON document (``--json``; keys always present, in this order)::
     books.<venue>, crossvenue, execution
     guessed                       {packets_examined, notes, exchanges} (only when guessing)
     capture                       {file, format, gzip, resolution, records, first_ts_ns, last_ts_ns,
-                                   duration_s, truncated, problems, window}
+                                   duration_s, truncated, problems, window, fast_lane_records (how
+                                   many records the compiled fast lane took; the rest went through
+                                   the Python pipeline; the other figures do not depend on it)}
 """
 from __future__ import annotations
 
@@ -281,9 +283,11 @@ def render(doc: dict, console) -> None:
     if cap.get("truncated"):
         console.print("[yellow]capture truncated: " + "; ".join(cap.get("problems", [])) + "[/yellow]")
     rej = doc.get("frames_rejected") or {}
+    lane = cap.get("fast_lane_records") or 0
     console.print(f"events {doc['events']:,}  unclassified {doc['unclassified']:,}  outside window "
                   f"{doc['outside_window']:,}  not UDP/TCP {sum(rej.values()):,}"
-                  + (f" ({', '.join(f'{k} {v}' for k, v in rej.items())})" if rej else ""))
+                  + (f" ({', '.join(f'{k} {v}' for k, v in rej.items())})" if rej else "")
+                  + (f"  [dim]fast lane {lane:,} records[/dim]" if lane else ""))
     g = doc.get("guessed")
     if g:
         console.print(f"[dim]guessed from {g['packets_examined']:,} packets: " + "; ".join(g["notes"]) + "[/dim]")

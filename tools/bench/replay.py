@@ -13,8 +13,8 @@ Comparisons (each a line; with ``--json`` one JSON object per line, ARCHITECTURE
   feed quality (sequence tracking) and full-depth books; peer = tshark decoding only the MoldUDP64
   framing of the same file (``tshark -r FILE -d udp.port==26477,moldudp64 -T fields -e
   moldudp64.sequence``), process start included. The row also carries ``ours_msgs_per_s`` and
-  ``lane_packets`` (how many packets the compiled fast lane took, fastlane.py: with the native
-  backend, all but the directory's). ``replay_python_path`` is the same replay with
+  ``lane_packets`` (how many packets the compiled fast lane took, the report's
+  ``capture.fast_lane_records``: with the native backend, all but the directory's). ``replay_python_path`` is the same replay with
   ``Pipeline.fast_lane = False`` (every packet through the Python pipeline), for the lane's share.
 * ``books`` msgs/s: ours = ``ITCH50Decoder.decode_buffer`` + ``ItchBook.apply_many`` over the
   message blocks of the capture's first packets (at most 500 k messages); peer = the itch-book
@@ -194,7 +194,6 @@ def _book_inputs(path: str, limit: int):
 def run(quick: bool = False, packets: int = 0) -> list:
     from hft_packetfilter import config, pipeline
     from hft_packetfilter.analytics.books import ItchBook
-    from hft_packetfilter.fastlane import FastLane
 
     n_packets = packets or (20_000 if quick else 1_000_000)
     rows = []
@@ -204,30 +203,20 @@ def run(quick: bool = False, packets: int = 0) -> list:
         n_msgs = write_itch_capture(path, n_packets)
         size = os.path.getsize(path)
         cfg = config.loads(CONFIG)
-        lanes = []
-        real = FastLane.for_capture.__func__
-
-        def spy(cls, *a, **k):
-            lanes.append(real(cls, *a, **k))
-            return lanes[-1]
-
-        FastLane.for_capture = classmethod(spy)
-        try:
-            docs, times = [], []
-            for lane_on in (True, False):
-                pipe = pipeline.Pipeline(cfg)
-                pipe.fast_lane = lane_on
-                t0 = time.perf_counter()
-                docs.append(pipeline.run_capture(path, cfg, pipeline=pipe))
-                times.append(time.perf_counter() - t0)
-        finally:
-            FastLane.for_capture = classmethod(real)
+        docs, times = [], []
+        for lane_on in (True, False):
+            pipe = pipeline.Pipeline(cfg)
+            pipe.fast_lane = lane_on
+            t0 = time.perf_counter()
+            docs.append(pipeline.run_capture(path, cfg, pipeline=pipe))
+            times.append(time.perf_counter() - t0)
+        taken = docs[0]["capture"].pop("fast_lane_records")
+        docs[1]["capture"].pop("fast_lane_records")
         doc = docs[0]
         feed = doc["feeds"]["BENCH"]
         assert doc["packets"] == n_packets and feed["messages"] == n_msgs and doc["errors"] == {}, \
             (doc["packets"], feed["messages"], n_msgs, doc["errors"])
         assert docs[0] == docs[1], "the fast lane changed the report"
-        taken = lanes[0].records if lanes[0] is not None else 0
         peer, reason = _tshark(path, n_packets)
         rows.append(_row("replay", "packets/s", n_packets / times[0], "tshark", peer, reason,
                          f"{n_packets:,} packets, {n_msgs:,} ITCH msgs, {size / 2**20:.0f} MiB; ours: books + "
