@@ -245,7 +245,31 @@ class _BookSim:
 # generators
 
 
-class ItchGenerator:
+class _OrderFeedGenerator:
+    """What the order-by-order generators (ITCH, PITCH) share: symbols on a mid walk, a simulated
+    book, the sequence and message counters."""
+
+    def _setup(self, symbols: Sequence[str], walk: Optional[MidWalk], seed: int, max_batch: int,
+               batch_limit: int, symbol_limit: int, what: str, jump_prob: float, first_seq: int,
+               replace_keeps_id: bool = False) -> None:
+        if not 1 <= max_batch <= batch_limit:
+            raise ValueError(f"max_batch must be 1..{batch_limit}")
+        self.rng = random.Random(seed)
+        self.walk = walk if walk is not None else MidWalk(seed=seed)
+        self.symbols = list(symbols)
+        for s in self.symbols:
+            if len(s) > symbol_limit:
+                raise ValueError(f"{what} symbols are at most {symbol_limit} characters: {s!r}")
+            self.walk.add(s, SYMBOL_MIDS.get(s, 100.0))
+        self.max_batch = max_batch
+        self.seq = first_seq
+        self.last_count = 0
+        self.messages = 0
+        self.book = _BookSim(self.symbols, self.walk, self.rng, jump_prob, replace_keeps_id=replace_keeps_id)
+        self._pending: collections.deque = collections.deque()
+
+
+class ItchGenerator(_OrderFeedGenerator):
     """ITCH 5.0 messages in MoldUDP64 packets (see the module docstring)."""
 
     protocol = "ITCH/MoldUDP64"
@@ -253,25 +277,11 @@ class ItchGenerator:
     def __init__(self, symbols: Sequence[str] = VENUE_A_SYMBOLS, walk: Optional[MidWalk] = None,
                  seed: int = 1, session: str = "HFTSIM0001", max_batch: int = 3,
                  jump_prob: float = 0.002, first_seq: int = 1) -> None:
-        if not 1 <= max_batch <= 20:
-            raise ValueError("max_batch must be 1..20")
         if len(session.encode("ascii")) > 10:
             raise ValueError("a MoldUDP64 session is at most 10 ASCII characters")
-        self.rng = random.Random(seed)
-        self.walk = walk if walk is not None else MidWalk(seed=seed)
-        self.symbols = list(symbols)
-        for s in self.symbols:
-            if len(s) > 8:
-                raise ValueError(f"ITCH symbols are at most 8 characters: {s!r}")
-            self.walk.add(s, SYMBOL_MIDS.get(s, 100.0))
+        self._setup(symbols, walk, seed, max_batch, 20, 8, "ITCH", jump_prob, first_seq)
         self.session = session
-        self.max_batch = max_batch
-        self.seq = first_seq
-        self.last_count = 0
-        self.messages = 0
-        self.book = _BookSim(self.symbols, self.walk, self.rng, jump_prob)
         self.locate = {s: i + 1 for i, s in enumerate(self.symbols)}
-        self._pending: collections.deque = collections.deque()
         self._preamble_done = False
         self._tracking = 0
 
@@ -362,7 +372,7 @@ def _pstruct(st: struct.Struct, typ: int, *vals) -> bytes:
     return st.pack(st.size, typ, *vals)
 
 
-class PitchGenerator:
+class PitchGenerator(_OrderFeedGenerator):
     """Cboe PITCH 2.x Sequenced Units (see the module docstring). ``unit`` is the HdrUnit."""
 
     protocol = "PITCH/UDP"
@@ -372,22 +382,9 @@ class PitchGenerator:
                  first_seq: int = 1) -> None:
         if not 1 <= unit <= 255:
             raise ValueError("unit must be 1..255")
-        if not 1 <= max_batch <= 40:
-            raise ValueError("max_batch must be 1..40")
-        self.rng = random.Random(seed)
-        self.walk = walk if walk is not None else MidWalk(seed=seed)
-        self.symbols = list(symbols)
-        for s in self.symbols:
-            if len(s) > 6:
-                raise ValueError(f"PITCH long-form symbols are at most 6 characters: {s!r}")
-            self.walk.add(s, SYMBOL_MIDS.get(s, 100.0))
+        self._setup(symbols, walk, seed, max_batch, 40, 6, "PITCH long-form", jump_prob, first_seq,
+                    replace_keeps_id=True)
         self.unit = unit
-        self.max_batch = max_batch
-        self.seq = first_seq
-        self.last_count = 0
-        self.messages = 0
-        self.book = _BookSim(self.symbols, self.walk, self.rng, jump_prob, replace_keeps_id=True)
-        self._pending: collections.deque = collections.deque()
         self._second = -1
 
     def _encode(self, e: tuple, off: int) -> bytes:
