@@ -21,8 +21,9 @@ This module keeps the two sides in step:
 The report is the same with the lane on or off (tests/unit/test_fastlane.py replays the test feeds,
 damaged A/B feeds and the corpus both ways). The lane is used when the compiled module is built,
 the capture is a classic pcap of Ethernet frames or a pcapng (its Enhanced Packet Blocks of
-Ethernet interfaces), ``Pipeline.fast_lane`` and ``fused_itch`` are
-true and no cross-venue view reads the book tops; otherwise replay runs as before.
+Ethernet interfaces) and ``Pipeline.fast_lane`` and ``fused_itch`` are true; otherwise replay runs
+as before. With a cross-venue view, the lane keeps the top of every book a first copy touched, as it
+was right after that packet, and :meth:`FastLane.sync` hands them to the view in order.
 """
 from __future__ import annotations
 
@@ -63,15 +64,14 @@ class FastLane:
         from .sources.pcap import PcapngReader
 
         native = _accel.NATIVE
-        if (native is None or not getattr(pipe, "fast_lane", False) or not pipe.fused_itch
-                or pipe.crossvenue is not None):
+        if native is None or not getattr(pipe, "fast_lane", False) or not pipe.fused_itch:
             return None
         # classic pcap: one link type for the file; pcapng: the lane takes Ethernet interfaces' blocks
         if not isinstance(reader, PcapngReader) and getattr(reader, "linktype", None) != _ETHERNET:
             return None
         if ITCH not in pipe.protocol_of.values():
             return None
-        return cls(pipe, native.MoldLane(pipe.feeds.stale_after_ns, from_ns, to_ns))
+        return cls(pipe, native.MoldLane(pipe.feeds.stale_after_ns, from_ns, to_ns, pipe.crossvenue is not None))
 
     # -- lane -> Python ----------------------------------------------------------------------------
     def sync(self) -> None:
@@ -79,7 +79,7 @@ class FastLane:
         got = self.core.take()
         if got is None:
             return
-        records, first, last, lines, streams, types = got
+        records, first, last, lines, streams, types, quotes = got
         pipe = self.pipe
         self.records += records
         if self.first_ts is None or first < self.first_ts:
@@ -135,6 +135,36 @@ class FastLane:
             if c is None:
                 c = pipe.messages[ITCH] = collections.Counter()
             c.update(types)
+        if quotes:
+            self._quotes(quotes)
+
+    def _quotes(self, quotes) -> None:
+        """Pipeline._mold_book's cross-venue quotes for the first copies the lane took, in order: per
+        packet, its distinct locates in the order the pipeline's set of them iterates, each with the
+        top its book had right after the packet."""
+        quote = self.pipe._quote
+        lines = self._lines
+        i, n = 0, len(quotes)
+        while i < n:
+            q = quotes[i]
+            packet = q[1]
+            j = i + 1
+            while j < n and quotes[j][1] == packet:
+                j += 1
+            st = lines[q[0]]
+            books = st.book.books
+            if j == i + 1:
+                order, at = (q[2],), None
+            else:
+                group = quotes[i:j]
+                order = {g[2] for g in group}        # first-appearance order: the pipeline's set
+                at = {g[2]: g for g in group}
+            for loc in order:
+                b = books.get(loc)
+                if b is not None:
+                    g = q if at is None else at[loc]
+                    quote(st.venue, b.symbol, g[4], g[5:9] if g[3] else b.top())
+            i = j
 
     # -- Python -> lane ----------------------------------------------------------------------------
     def after(self, ev) -> None:

@@ -15,7 +15,9 @@ Comparisons (each a line; with ``--json`` one JSON object per line, ARCHITECTURE
   moldudp64.sequence``), process start included. The row also carries ``ours_msgs_per_s`` and
   ``lane_packets`` (how many packets the compiled fast lane took, the report's
   ``capture.fast_lane_records``: with the native backend, all but the directory's). ``replay_python_path`` is the same replay with
-  ``Pipeline.fast_lane = False`` (every packet through the Python pipeline), for the lane's share.
+  ``Pipeline.fast_lane = False`` (every packet through the Python pipeline), for the lane's share;
+  ``replay_crossvenue`` the replay with the cross-venue view on (the configured default as soon as
+  there are two book venues, or a book and an order-entry venue), whose per-packet quotes are Python.
 * ``books`` msgs/s: ours = ``ITCH50Decoder.decode_buffer`` + ``ItchBook.apply_many`` over the
   message blocks of the capture's first packets (at most 500 k messages); peer = the itch-book
   package (PyPI, C++ core) building its books (``Session(tables=["bbo"])``, BBO output) from the
@@ -225,6 +227,15 @@ def run(quick: bool = False, packets: int = 0) -> list:
         rows.append(_row("replay_python_path", "packets/s", n_packets / times[1], "tshark", peer, reason,
                          "the same replay with Pipeline.fast_lane = False (every packet through the Python "
                          "pipeline; same report)", ours_msgs_per_s=round(n_msgs / times[1])))
+        t0 = time.perf_counter()
+        cv_doc = pipeline.run_capture(path, cfg, pipeline=pipeline.Pipeline(cfg, crossvenue=True))
+        dt = time.perf_counter() - t0
+        assert cv_doc["feeds"]["BENCH"]["messages"] == n_msgs
+        rows.append(_row("replay_crossvenue", "packets/s", n_packets / dt, "tshark", peer, reason,
+                         "the same replay with the cross-venue view on (as with two book venues, or a book "
+                         "and an order-entry venue): every touched book's top goes to the view after each packet",
+                         ours_msgs_per_s=round(n_msgs / dt),
+                         lane_packets=cv_doc["capture"]["fast_lane_records"]))
 
         stream, n_book = _book_inputs(path, BOOK_MESSAGES if not quick else 50_000)
 

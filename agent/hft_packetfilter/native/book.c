@@ -1050,6 +1050,25 @@ int hf_book_raw_bound(const HfBookRaw *r, unsigned loc)
     return loc < 65536 && r->c.self->locate[loc] >= 0;
 }
 
+int hf_book_raw_top(HfBookRaw *r, unsigned loc, int64_t v[4], int has[4])
+{
+    BookCore *self = r->c.self;
+    if (loc >= 65536 || self->locate[loc] < 0)
+        return 0;
+    Book *b = &self->books[self->locate[loc]];
+    for (int k = 0; k < 2; k++) {          /* (bid_px, bid_qty, ask_px, ask_qty), as bc_top */
+        int bid = 1 - k;
+        int64_t px;
+        int h = lv_best(b, bid, &px);
+        Slot *s = h ? hm_find(&b->lv[bid], (uint64_t)px) : NULL;
+        v[2 * k] = px;
+        has[2 * k] = h;
+        v[2 * k + 1] = s ? s->qty : 0;
+        has[2 * k + 1] = s != NULL;
+    }
+    return 1;
+}
+
 PyObject *hf_book_raw_itch(const HfBookRaw *r)
 {
     return r->itch;

@@ -104,6 +104,8 @@ int hf_book_raw_apply(HfBookRaw *r, const unsigned char *b, Py_ssize_t end, Py_s
                       HfItchScan *out);
 int hf_book_raw_bound(const HfBookRaw *r, unsigned loc);        /* the locate has a book */
 PyObject *hf_book_raw_itch(const HfBookRaw *r);                  /* borrowed */
+/* The top of the locate's book as ItchBookCore.top gives it (has[k] 0: None); 0 when it has no book. */
+int hf_book_raw_top(HfBookRaw *r, unsigned loc, int64_t v[4], int has[4]);
 int hf_book_raw_traverse(HfBookRaw *r, visitproc visit, void *arg);
 void hf_book_raw_free(HfBookRaw *r);
 

@@ -55,6 +55,15 @@ typedef struct {
 } Flow;
 
 #define MAX_FLOWS 65536
+#define MAX_QUOTES 4096             /* book tops held for the Python side before it must take them */
+
+typedef struct {                 /* one locate a first copy touched, and its book's top after it */
+    int32_t line;
+    uint32_t packet;                 /* which taken packet (quotes of one packet are consecutive) */
+    uint16_t loc;
+    uint8_t bound, has[4];
+    int64_t ts, v[4];
+} Quote;
 #define MAX_IFACES 64
 #define MAX_BLOCK (64 << 20)        /* sources.pcap.MAX_RECORD: longer blocks are corruption */
 
@@ -77,6 +86,10 @@ typedef struct {
     size_t hint;                     /* the slot of the last flow found */
     NgIface ifaces[MAX_IFACES];      /* pcapng: the current section's interfaces */
     int nifaces;
+    int quotes;                      /* a cross-venue view reads the tops: keep them (Quote) */
+    Quote *q;
+    Py_ssize_t nq, capq;
+    uint32_t npackets;
     Py_ssize_t records;              /* taken since the last take() */
     int64_t first_ts, last_ts;
     Py_ssize_t types[256];
@@ -103,6 +116,44 @@ static Flow *flow_slot(Lane *L, uint32_t src, uint32_t dst, uint16_t sport, uint
             return f;
         i = (i + 1) & (L->fcap - 1);
     }
+}
+
+/* The tops of the books a first copy touched, for Pipeline._mold_book's cross-venue quotes: every
+ * distinct locate of its messages in first-appearance order (the order the pipeline's set of them is
+ * built in), with the top after the whole packet. */
+static int add_quotes(Lane *L, int32_t line, Line *ln, const unsigned char *d, Py_ssize_t plen, int64_t ts)
+{
+    Py_ssize_t first = L->nq;
+    for (Py_ssize_t o = 20; o < plen; o += 2 + hf_be16(d + o)) {
+        unsigned loc = hf_be16(d + o + 3);
+        int seen = 0;
+        for (Py_ssize_t k = first; k < L->nq && !seen; k++)
+            seen = L->q[k].loc == loc;
+        if (seen)
+            continue;
+        if (L->nq == L->capq) {
+            Py_ssize_t ncap = L->capq ? L->capq * 2 : 256;
+            Quote *nqv = PyMem_Realloc(L->q, (size_t)ncap * sizeof(Quote));
+            if (nqv == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            L->q = nqv;
+            L->capq = ncap;
+        }
+        Quote *q = &L->q[L->nq++];
+        memset(q, 0, sizeof(*q));
+        q->line = line;
+        q->packet = L->npackets;
+        q->loc = (uint16_t)loc;
+        q->ts = ts;
+        int has[4] = {0, 0, 0, 0};
+        q->bound = (uint8_t)hf_book_raw_top(ln->raw, loc, q->v, has);
+        for (int k = 0; k < 4; k++)
+            q->has[k] = (uint8_t)has[k];
+    }
+    L->npackets++;
+    return 0;
 }
 
 /* ---- one record ------------------------------------------------------------------------------- */
@@ -178,12 +229,16 @@ static int take_record(Lane *L, const unsigned char *f, Py_ssize_t n, int64_t ts
     }
     if (o != plen)
         return REFUSE;
+    if (L->quotes && !copy && L->nq + count > MAX_QUOTES)
+        return REFUSE;              /* the Python side takes the held tops first (it handles this one) */
     HfItchScan sc;
     if (!copy && hf_book_raw_apply(ln->raw, d, plen, 20, count, &sc) < 0)
         return -1;                  /* out of memory inside the book: the caller raises */
     for (o = 20; o < plen; o += 2 + hf_be16(d + o))
         L->types[d[o + 2]]++;
 
+    if (L->quotes && !copy && add_quotes(L, fl->line, ln, d, plen, ts) < 0)
+        return -1;
     ln->expected = seq + (uint64_t)count;
     if (copy) {
         ln->copies += count;
@@ -379,7 +434,8 @@ static PyObject *ln_set_ifaces(Lane *L, PyObject *arg)
 }
 
 /* take() -> None when nothing was taken since the last call, else (records, first_ts, last_ts,
- * lines, streams, types): lines [(index, packets, messages, copies, payload_bytes, last_seq,
+ * lines, streams, types, quotes): quotes [(line, packet, locate, bound, ts, bid_px, bid_qty, ask_px,
+ * ask_qty)] in the order they were taken (None: no such side; bound False: no book); lines [(index, packets, messages, copies, payload_bytes, last_seq,
  * last_count, last_len, expected, last_ts, now)] (messages: all decoded; copies: of them, those of
  * copies), streams [(index, packets, messages, duplicates, expected, last_ts, now)], types
  * {msg_type: count}. The counts are deltas; the rest are the values now. */
@@ -387,7 +443,7 @@ static PyObject *ln_take(Lane *L, PyObject *unused)
 {
     if (L->records == 0)
         Py_RETURN_NONE;
-    PyObject *lines = PyList_New(0), *streams = PyList_New(0), *types = PyDict_New(), *res = NULL;
+    PyObject *lines = PyList_New(0), *streams = PyList_New(0), *types = PyDict_New(), *quotes = NULL, *res = NULL;
     if (lines == NULL || streams == NULL || types == NULL)
         goto done;
     for (Py_ssize_t i = 0; i < L->nlines; i++) {
@@ -426,7 +482,22 @@ static PyObject *ln_take(Lane *L, PyObject *unused)
         if (bad)
             goto done;
     }
-    res = Py_BuildValue("(nLLOOO)", L->records, (long long)L->first_ts, (long long)L->last_ts, lines, streams, types);
+    quotes = PyList_New(L->nq);
+    if (quotes == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < L->nq; i++) {
+        const Quote *q = &L->q[i];
+        PyObject *v[4];
+        for (int k = 0; k < 4; k++)
+            v[k] = q->has[k] ? PyLong_FromLongLong(q->v[k]) : hf_newref(Py_None);
+        PyObject *t = Py_BuildValue("(iInOLNNNN)", q->line, q->packet, (Py_ssize_t)q->loc,
+                                    q->bound ? Py_True : Py_False, (long long)q->ts, v[0], v[1], v[2], v[3]);
+        if (t == NULL)
+            goto done;
+        PyList_SET_ITEM(quotes, i, t);
+    }
+    res = Py_BuildValue("(nLLOOOO)", L->records, (long long)L->first_ts, (long long)L->last_ts, lines, streams,
+                        types, quotes);
     if (res == NULL)
         goto done;
     /* handed over: start the next deltas */
@@ -442,7 +513,9 @@ static PyObject *ln_take(Lane *L, PyObject *unused)
     }
     memset(L->types, 0, sizeof(L->types));
     L->records = 0;
+    L->nq = 0;
 done:
+    Py_XDECREF(quotes);
     Py_XDECREF(lines);
     Py_XDECREF(streams);
     Py_XDECREF(types);
@@ -595,9 +668,11 @@ static int ln_init(Lane *L, PyObject *args, PyObject *kwds)
 {
     long long stale;
     PyObject *from = Py_None, *to = Py_None;
-    if (!PyArg_ParseTuple(args, "L|OO", &stale, &from, &to))
+    int quotes = 0;
+    if (!PyArg_ParseTuple(args, "L|OOp", &stale, &from, &to, &quotes))
         return -1;
     L->stale_after = stale;
+    L->quotes = quotes;
     L->has_from = from != Py_None;
     L->has_to = to != Py_None;
     L->from_ns = L->has_from ? PyLong_AsLongLong(from) : 0;
@@ -632,6 +707,7 @@ static void ln_dealloc(Lane *L)
     PyMem_Free(L->lines);
     PyMem_Free(L->streams);
     PyMem_Free(L->flows);
+    PyMem_Free(L->q);
     Py_TYPE(L)->tp_free((PyObject *)L);
 }
 
@@ -655,7 +731,7 @@ static PyMethodDef ln_methods[] = {
 };
 
 HF_CORE_TYPE(LaneType, "MoldLane", Lane,
-             "MoldUDP64/ITCH replay fast lane: MoldLane(stale_after_ns, from_ns=None, to_ns=None)", ln);
+             "MoldUDP64/ITCH replay fast lane: MoldLane(stale_after_ns, from_ns=None, to_ns=None, quotes=False)", ln);
 
 int hf_lane_init(PyObject *module)
 {
