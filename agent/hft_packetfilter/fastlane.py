@@ -1,4 +1,5 @@
-"""The replay fast lane: offline MoldUDP64/ITCH replay's common case in one compiled loop.
+"""The replay fast lane: offline MoldUDP64/ITCH replay's common case in one compiled loop (and the
+live agent's payload records: :meth:`FastLane.run_live`).
 
 A 1 M-packet ITCH capture spends most of its replay time in per-packet Python: frame parsing, the
 pipeline's dispatch, MoldUDP64 framing and feed quality, each a handful of calls per packet. The
@@ -63,15 +64,34 @@ class FastLane:
         docstring)."""
         from .sources.pcap import PcapngReader
 
-        native = _accel.NATIVE
-        if native is None or not getattr(pipe, "fast_lane", False) or not pipe.fused_itch:
-            return None
         # classic pcap: one link type for the file; pcapng: the lane takes Ethernet interfaces' blocks
         if not isinstance(reader, PcapngReader) and getattr(reader, "linktype", None) != _ETHERNET:
             return None
-        if ITCH not in pipe.protocol_of.values():
+        return cls._new(pipe, from_ns, to_ns)
+
+    @classmethod
+    def for_live(cls, pipe) -> Optional["FastLane"]:
+        """A lane for the live agent's payload records (:meth:`run_live`), or None."""
+        return cls._new(pipe, None, None)
+
+    @classmethod
+    def _new(cls, pipe, from_ns, to_ns) -> Optional["FastLane"]:
+        native = _accel.NATIVE
+        if (native is None or not getattr(pipe, "fast_lane", False) or not pipe.fused_itch
+                or ITCH not in pipe.protocol_of.values()):
             return None
         return cls(pipe, native.MoldLane(pipe.feeds.stale_after_ns, from_ns, to_ns, pipe.crossvenue is not None))
+
+    def run_live(self, buf, offsets, i: int, payloads) -> int:
+        """Let the lane take the ring-buffer payload records at ``offsets[i:]`` it can (the caller
+        holds the pipeline's lock); returns the index of the first it left. What it took is folded
+        into the Python objects before this returns, and counted in ``payloads.records`` as
+        :class:`~.sources.live.LivePayloads` would have."""
+        j, taken = self.core.run_live(buf, offsets, i, payloads.snaplen)
+        if taken:
+            payloads.records += taken
+            self.sync()
+        return j
 
     # -- lane -> Python ----------------------------------------------------------------------------
     def sync(self) -> None:

@@ -14,6 +14,7 @@ from typing import Optional
 
 from . import abi
 from .control import ControlServer, socket_path
+from .fastlane import FastLane
 from .kernel.probemaps import venue_timezones
 from .kernel.runtime import ProbeRuntime
 from .kernel.status import interface_status
@@ -43,6 +44,9 @@ class LiveAgent:
         clock = self.runtime.maps.meta().clock
         self.payloads = LivePayloads(config.probe.payload_snaplen, clock)
         self.pipeline = Pipeline(config, clock=CLOCK_TAI if clock == abi.Clock.TAI else CLOCK_MONO)
+        self.lane = FastLane.for_live(self.pipeline)     # plain ITCH payload records in one C loop
+        if self.lane is not None:
+            self.runtime.lane_run = self._lane_run
         self.started = time.time()
         maps = self.runtime.maps
         self._venue_names = {vid: vi.name.decode(errors="replace")
@@ -158,6 +162,12 @@ class LiveAgent:
         if ev is not None:
             with self.lock:
                 self.pipeline.feed(ev)
+                if self.lane is not None:
+                    self.lane.after(ev)
+
+    def _lane_run(self, buf, offsets, i: int) -> int:
+        with self.lock:
+            return self.lane.run_live(buf, offsets, i, self.payloads)
 
     def _on_conn(self, ev) -> None:
         """A connection-setup record: the SYN flood and port-scan rules' input."""

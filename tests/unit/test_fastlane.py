@@ -537,3 +537,95 @@ def test_run_ng_fuzz(body, pos, little, iface, damage):
         p, taken, last = lane.run_ng(buf, pos, little)
         assert pos <= p <= max(pos, len(buf)) and taken >= 0
         assert (p == pos) == (taken == 0) and (last is None) == (taken == 0)
+
+
+# ---- the live agent's payload records -----------------------------------------------------------------
+
+_PAYLOAD = struct.Struct("=HHIQ16s16sHHIBBHHBB")     # struct hftpf_ev_payload without data[]
+_V4 = bytes(10) + b"\xff\xff"
+
+
+def _payload_records(recs, snaplen: int = 1500):
+    """The probe's ring-buffer records for the UDP datagrams of ``recs`` (Ethernet frames), as one
+    drained batch (buf, offsets): IPv4 and IPv6, some truncated to the snap length, with connection
+    records in between."""
+    from hft_packetfilter.sources.packet import parse
+
+    parts, offsets, pos = [], [], 0
+    for k, (ts, f) in enumerate(recs):
+        ev = parse(f, 1, ts)
+        if ev is None or ev.transport != "udp":
+            continue
+        p = ev.payload
+        cap = min(len(p), snaplen if k % 97 else 40)          # now and then a truncated record
+        src = _V4 + ev.src if ev.family == 4 else ev.src
+        dst = _V4 + ev.dst if ev.family == 4 else ev.dst
+        rec = _PAYLOAD.pack(3, _PAYLOAD.size + cap, 0, ts, src, dst, ev.sport, ev.dport, 0, 1, 0, cap, len(p), 17, 0)
+        rec += p[:cap]
+        if k % 50 == 9:                                       # a connection record (type 4) first
+            conn = struct.pack("=HHIQ", 4, 56, 0, ts) + bytes(40)
+            parts.append(conn + bytes(-len(conn) % 8))
+            offsets.append(pos)
+            pos += len(parts[-1])
+        parts.append(rec + bytes(-len(rec) % 8))
+        offsets.append(pos)
+        pos += len(parts[-1])
+    return b"".join(parts), offsets
+
+
+class _Ring:
+    """Stands for the ring reader: hands out one batch."""
+
+    def __init__(self, buf, offsets):
+        self.batch = (buf, offsets)
+
+    def drain_offsets(self):
+        batch, self.batch = self.batch, (b"", [])
+        return batch
+
+
+@pytest.mark.parametrize("crossvenue", [False, True])
+def test_live_payload_records(crossvenue):
+    """ProbeRuntime.drain with the live agent's lane: the same pipeline report, payload counters and
+    record counts as every record through LivePayloads and Pipeline.feed."""
+    import collections
+
+    from hft_packetfilter.kernel.runtime import ProbeRuntime
+    from hft_packetfilter.sources.live import LivePayloads
+
+    buf, offsets = _payload_records(_damaged_records(15, 1_500, b_lag=50 * US))
+    cfg = cfgmod.loads(CONFIG)
+    out = []
+    for on in (True, False):
+        pipe = Pipeline(cfg, clock="tai", crossvenue=crossvenue, stale_after_ns=10**9)
+        pipe.fast_lane = on
+        payloads = LivePayloads(1500)
+        lane = fastlane.FastLane.for_live(pipe)
+        assert (lane is not None) == on
+
+        def on_event(etype, b, off, length):          # LiveAgent._on_event, payload records
+            if etype == 3:
+                ev = payloads.event(b, off, length)
+                if ev is not None:
+                    pipe.feed(ev)
+                    if lane is not None:
+                        lane.after(ev)
+
+        rt = object.__new__(ProbeRuntime)
+        rt.ring, rt.on_event, rt.by_type = _Ring(buf, offsets), on_event, collections.Counter()
+        rt.recent_gaps, rt.stats = collections.deque(), _stats()
+        rt.lane_run = (lambda b, offs, i: lane.run_live(b, offs, i, payloads)) if lane is not None else None
+        assert rt.drain() == len(offsets)
+        pipe.close()
+        out.append((pipe.report(), _state(pipe), (payloads.records, payloads.truncated, payloads.bad),
+                    dict(rt.by_type), lane.records if lane is not None else 0))
+    on, off = out
+    assert on[0] == off[0], _first_difference(on[0], off[0])
+    assert on[1:4] == off[1:4]
+    assert on[4] > 2_000 and on[2][1] > 10, (on[4], on[2])   # the lane took most; truncated ones were not
+
+
+def _stats():
+    from hft_packetfilter import abi
+
+    return abi.AgentStats()

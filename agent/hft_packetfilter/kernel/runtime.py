@@ -29,6 +29,9 @@ class ProbeRuntime:
         self._events_fd = bpfsys.obj_get(os.path.join(pdir, abi.MAP_EVENTS))
         self.ring = RingReader(self._events_fd)
         self.on_event = on_event
+        # optional: lane_run(buf, offsets, i) -> the index of the first record it did not take; the
+        # payload records before it were handled (the live agent's fast lane, fastlane.py)
+        self.lane_run: Optional[Callable[[bytes, list, int], int]] = None
         self.by_type: Dict[int, int] = collections.Counter()
         self.recent_gaps: Deque[abi.EvGap] = collections.deque(maxlen=keep_recent)
         meta = self.maps.meta()
@@ -55,7 +58,18 @@ class ProbeRuntime:
             return 0
         bad = 0
         gap_size = abi.ctypes.sizeof(abi.EvGap)
-        for off in offsets:
+        lane_run = self.lane_run
+        i = 0
+        while i < n:
+            if lane_run is not None:
+                j = lane_run(buf, offsets, i)
+                if j > i:
+                    self.by_type[abi.EventType.PAYLOAD] += j - i
+                    i = j
+                    if i >= n:
+                        break
+            off = offsets[i]
+            i += 1
             etype, elen, _cpu, _ts = _HDR.unpack_from(buf, off)
             if etype == abi.EventType.GAP and elen == gap_size:
                 self.recent_gaps.append(abi.EvGap.from_buffer_copy(buf, off))

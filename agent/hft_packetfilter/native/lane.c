@@ -159,6 +159,10 @@ static int add_quotes(Lane *L, int32_t line, Line *ln, const unsigned char *d, P
 /* ---- one record ------------------------------------------------------------------------------- */
 enum { REFUSE = 0, TAKEN = 1 };
 
+static int take_datagram(Lane *L, const unsigned char *d, Py_ssize_t plen, int64_t ts, uint32_t src,
+                         uint32_t dst, uint16_t sport, uint16_t dport);
+
+/* One captured Ethernet frame: its IPv4/UDP headers, as sources.packet.parse reads them. */
 static int take_record(Lane *L, const unsigned char *f, Py_ssize_t n, int64_t ts)
 {
     if ((L->has_from && ts < L->from_ns) || (L->has_to && ts >= L->to_ns) || n < 14)
@@ -189,9 +193,15 @@ static int take_record(Lane *L, const unsigned char *f, Py_ssize_t n, int64_t ts
     if (plen <= 20)
         return REFUSE;
 
-    uint32_t src = hf_be32(f + off + 12), dst = hf_be32(f + off + 16);
-    uint16_t sport = (uint16_t)hf_be16(f + l4), dport = (uint16_t)hf_be16(f + l4 + 2);
-    if (L->fcap == 0)
+    return take_datagram(L, d, plen, ts, hf_be32(f + off + 12), hf_be32(f + off + 16),
+                         (uint16_t)hf_be16(f + l4), (uint16_t)hf_be16(f + l4 + 2));
+}
+
+/* One UDP datagram of payload d (plen bytes) of flow src:sport > dst:dport (IPv4, host order). */
+static int take_datagram(Lane *L, const unsigned char *d, Py_ssize_t plen, int64_t ts, uint32_t src,
+                         uint32_t dst, uint16_t sport, uint16_t dport)
+{
+    if (plen <= 20 || L->fcap == 0)
         return REFUSE;
     Flow *fl = &L->flows[L->hint];
     if (!(fl->line >= 0 && fl->src == src && fl->dst == dst && fl->sport == sport && fl->dport == dport)) {
@@ -402,6 +412,61 @@ static PyObject *ln_run_ng(Lane *L, PyObject *const *args, Py_ssize_t nargs)
     }
     Fmt fm = {.ng = 1, .little = little};
     return run_loop(L, args[0], pos, &fm);
+}
+
+/* run_live(buf, offsets, start, snaplen) -> (index, taken): the probe's ring-buffer payload records
+ * (struct hftpf_ev_payload, native byte order) at offsets[start:], as sources.live.LivePayloads
+ * turns them into events, until the first record the lane does not take (another record type, a
+ * TCP segment, a truncated or malformed record, IPv6, ...): its index, or len(offsets). */
+#define PAYLOAD_HDR 64               /* sizeof(struct hftpf_ev_payload) without data[] */
+static PyObject *ln_run_live(Lane *L, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "run_live(buf, offsets (a list), start, snaplen)");
+        return NULL;
+    }
+    PyObject *offsets = args[1];
+    Py_ssize_t i = PyLong_AsSsize_t(args[2]), snaplen = PyLong_AsSsize_t(args[3]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
+    const unsigned char *b = view.buf;
+    Py_ssize_t taken = 0, n = PyList_GET_SIZE(offsets);
+    int rc = 0;
+    if (i < 0)
+        i = n;
+    for (; i < n; i++) {
+        Py_ssize_t off = PyLong_AsSsize_t(PyList_GET_ITEM(offsets, i));
+        if (off < 0 || off > view.len - PAYLOAD_HDR) {
+            PyErr_Clear();
+            break;
+        }
+        const unsigned char *h = b + off;
+        uint16_t type, len, cap, orig, sport, dport;
+        uint64_t ts;
+        memcpy(&type, h, 2);
+        memcpy(&len, h + 2, 2);
+        memcpy(&ts, h + 8, 8);
+        memcpy(&sport, h + 48, 2);
+        memcpy(&dport, h + 50, 2);
+        memcpy(&cap, h + 58, 2);
+        memcpy(&orig, h + 60, 2);
+        if (type != 3 || len < PAYLOAD_HDR || len > view.len - off || h[62] != 17 || cap != orig
+            || cap > snaplen || PAYLOAD_HDR + (Py_ssize_t)cap > len || ts > (uint64_t)INT64_MAX
+            || memcmp(h + 16, v4mapped, 12) != 0 || memcmp(h + 32, v4mapped, 12) != 0)
+            break;
+        rc = take_datagram(L, h + PAYLOAD_HDR, cap, (int64_t)ts, hf_be32(h + 28), hf_be32(h + 44), sport, dport);
+        if (rc != TAKEN)
+            break;
+        taken++;
+    }
+    PyBuffer_Release(&view);
+    if (rc < 0)
+        return NULL;
+    return Py_BuildValue("(nn)", i, taken);
 }
 
 /* set_ifaces([(linktype, mul, div, shift, offset_ns)]): the pcapng section's interfaces, in order. */
@@ -716,6 +781,8 @@ static PyMethodDef ln_methods[] = {
      "run(buf, pos, hlen, mult, linktype, little) -> (pos, records taken, last ts or None): classic pcap records"},
     {"run_ng", (PyCFunction)(void (*)(void))ln_run_ng, METH_FASTCALL,
      "run_ng(buf, pos, little) -> (pos, records taken, last ts or None): pcapng Enhanced Packet Blocks"},
+    {"run_live", (PyCFunction)(void (*)(void))ln_run_live, METH_FASTCALL,
+     "run_live(buf, offsets, start, snaplen) -> (index of the first record not taken, records taken)"},
     {"set_ifaces", (PyCFunction)ln_set_ifaces, METH_O,
      "set_ifaces([(linktype, mul, div, shift, offset_ns)]): the pcapng section's interfaces"},
     {"take", (PyCFunction)ln_take, METH_NOARGS,
