@@ -338,6 +338,7 @@ def run_demo(duration: float = 10, rate: int = 1000, as_json: bool = False, xdp_
                       "alerts": agent.get("alerts"), "drops": st["drops"],
                       "books": agent.get("books"), "crossvenue": agent.get("crossvenue"),
                       "messages": agent.get("messages"), "decode_errors": agent.get("decode_errors"),
+                      "payloads": agent.get("payloads"),
                       "received": rx.received, "probe": {"venues": st["venues"], "verdicts": st["verdicts"],
                                                          "unclassified": st["unclassified"],
                                                          "packet_classes": st["packet_classes"],

@@ -120,6 +120,9 @@ def test_demo_json_report_top_in_tmux_and_clean_teardown(needs_kernel):
         assert all(t["bid_px"] or t["ask_px"] for t in b["top"].values()), b["top"]
         assert sum(1 for t in b["top"].values() if t["bid_px"] and t["ask_px"]) >= 3, b["top"]
     assert rep["decode_errors"] in ({}, None) or not any(rep["decode_errors"].values()), rep["decode_errors"]
+    # most ITCH payload records went through the compiled fast lane, the rest through Python
+    pl = rep["payloads"]
+    assert pl["records"] > 5000 and pl["fast_lane"] > pl["records"] // 2, pl
     cv = rep["crossvenue"]
     shared = {"AAPL", "MSFT", "NVDA", "AMZN"}
     assert shared <= set(cv["instruments"]) and all(len(cv["instruments"][s]["venues"]) == 2 for s in shared)
