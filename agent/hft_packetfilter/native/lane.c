@@ -118,6 +118,22 @@ static Flow *flow_slot(Lane *L, uint32_t src, uint32_t dst, uint16_t sport, uint
     }
 }
 
+/* Room for one more item in the array *p of *cap items of `size` bytes holding n; -1 when out of memory. */
+static int reserve(void **p, Py_ssize_t *cap, Py_ssize_t n, size_t size)
+{
+    if (n < *cap)
+        return 0;
+    Py_ssize_t ncap = *cap ? *cap * 2 : 8;
+    void *np = PyMem_Realloc(*p, (size_t)ncap * size);
+    if (np == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *p = np;
+    *cap = ncap;
+    return 0;
+}
+
 /* The tops of the books a first copy touched, for Pipeline._mold_book's cross-venue quotes: every
  * distinct locate of its messages in first-appearance order (the order the pipeline's set of them is
  * built in), with the top after the whole packet. */
@@ -131,16 +147,8 @@ static int add_quotes(Lane *L, int32_t line, Line *ln, const unsigned char *d, P
             seen = L->q[k].loc == loc;
         if (seen)
             continue;
-        if (L->nq == L->capq) {
-            Py_ssize_t ncap = L->capq ? L->capq * 2 : 256;
-            Quote *nqv = PyMem_Realloc(L->q, (size_t)ncap * sizeof(Quote));
-            if (nqv == NULL) {
-                PyErr_NoMemory();
-                return -1;
-            }
-            L->q = nqv;
-            L->capq = ncap;
-        }
+        if (reserve((void **)&L->q, &L->capq, L->nq, sizeof(Quote)) < 0)
+            return -1;
         Quote *q = &L->q[L->nq++];
         memset(q, 0, sizeof(*q));
         q->line = line;
@@ -588,22 +596,6 @@ done:
 }
 
 /* ---- set-up from Python ------------------------------------------------------------------------ */
-/* Room for one more item in the array *p of *cap items of `size` bytes holding n; -1 when out of memory. */
-static int reserve(void **p, Py_ssize_t *cap, Py_ssize_t n, size_t size)
-{
-    if (n < *cap)
-        return 0;
-    Py_ssize_t ncap = *cap ? *cap * 2 : 8;
-    void *np = PyMem_Realloc(*p, (size_t)ncap * size);
-    if (np == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    *p = np;
-    *cap = ncap;
-    return 0;
-}
-
 static PyObject *ln_add_stream(Lane *L, PyObject *unused)
 {
     if (reserve((void **)&L->streams, &L->capstreams, L->nstreams, sizeof(Stream)) < 0)
